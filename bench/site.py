@@ -1,0 +1,10 @@
+"""Settings for benchmark servers: the project plus a one-query view (bench/urls.py).
+
+Run as ``DJANGO_SETTINGS_MODULE=bench.site gunicorn config.wsgi``.
+"""
+
+from config.settings.base import *  # noqa: F403
+
+DEBUG = False
+ROOT_URLCONF = "bench.urls"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]

@@ -1,0 +1,83 @@
+"""Read-only questions to PostgreSQL's catalogs, shared by /health/ready, the checks and db_doctor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int
+    superuser_reserved: int
+    reserved: int  # reserved_connections, PostgreSQL 16+; 0 before
+
+
+def server_version(alias: str = "default") -> str:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        return cursor.fetchone()[0]
+
+
+def connection_limits(alias: str = "default") -> ConnectionLimits:
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('max_connections')::int,"
+            " current_setting('superuser_reserved_connections')::int,"
+            " coalesce(current_setting('reserved_connections', true), '0')::int"
+        )
+        return ConnectionLimits(*cursor.fetchone())
+
+
+def unapplied_migrations(alias: str = "default") -> list[str]:
+    executor = MigrationExecutor(connections[alias])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return [
+        f"{migration.app_label}.{migration.name}" for migration, backwards in plan if not backwards
+    ]
+
+
+def invalid_indexes(alias: str = "default") -> list[dict]:
+    """Indexes left INVALID, usually by a CREATE INDEX CONCURRENTLY that failed or was killed."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT idx.relname, tbl.relname
+              FROM pg_index i
+              JOIN pg_class idx ON idx.oid = i.indexrelid
+              JOIN pg_class tbl ON tbl.oid = i.indrelid
+              JOIN pg_namespace n ON n.oid = idx.relnamespace
+             WHERE NOT i.indisvalid AND n.nspname = ANY(current_schemas(false))
+             ORDER BY 1
+            """
+        )
+        return [{"index": name, "table": table} for name, table in cursor.fetchall()]
+
+
+def not_valid_constraints(alias: str = "default") -> list[dict]:
+    """Constraints added NOT VALID and not yet validated: new rows are checked, old ones are not."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.conname, t.relname
+              FROM pg_constraint c
+              JOIN pg_class t ON t.oid = c.conrelid
+              JOIN pg_namespace n ON n.oid = t.relnamespace
+             WHERE NOT c.convalidated AND n.nspname = ANY(current_schemas(false))
+             ORDER BY 1
+            """
+        )
+        return [{"constraint": name, "table": table} for name, table in cursor.fetchall()]
+
+
+def replica_lag_seconds(alias: str) -> float | None:
+    """Seconds since the last replayed transaction; None when the server is not a standby."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT CASE WHEN pg_is_in_recovery()"
+            " THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END"
+        )
+        lag = cursor.fetchone()[0]
+        return None if lag is None else float(lag)

@@ -1,0 +1,81 @@
+"""System checks: ``manage.py check --database default`` runs the database-tagged ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.checks import Tags, Warning, register
+from django.db import DatabaseError, connections
+
+from dbops.catalog import connection_limits
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    workers: int
+    per_worker: int
+    max_connections: int
+    reserved: int
+    margin: int
+
+    @property
+    def demand(self) -> int:
+        return self.workers * self.per_worker
+
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.reserved - self.margin
+
+    @property
+    def fits(self) -> bool:
+        return self.demand <= self.available
+
+
+def per_worker_connections(alias: str) -> int:
+    """Connections one web worker can hold on ``alias``: the pool's maximum, else one."""
+    pool = connections[alias].settings_dict.get("OPTIONS", {}).get("pool")
+    if isinstance(pool, dict):
+        return pool.get("max_size", 1)
+    return 1
+
+
+def pool_sizing(alias: str = "default") -> PoolSizing:
+    limits = connection_limits(alias)
+    # Room for migrations, shells, cron jobs and monitoring: a tenth of the server, at least 3.
+    margin = max(3, limits.max_connections // 10)
+    return PoolSizing(
+        workers=settings.WEB_CONCURRENCY,
+        per_worker=per_worker_connections(alias),
+        max_connections=limits.max_connections,
+        reserved=limits.superuser_reserved + limits.reserved,
+        margin=margin,
+    )
+
+
+@register(Tags.database)
+def check_pool_sizing(app_configs=None, databases=None, **kwargs):
+    messages = []
+    for alias in databases or ():
+        try:
+            sizing = pool_sizing(alias)
+        except DatabaseError as exc:
+            messages.append(
+                Warning(f"Could not read connection limits of '{alias}': {exc}", id="dbops.W002")
+            )
+            continue
+        if not sizing.fits:
+            messages.append(
+                Warning(
+                    f"Database '{alias}': WEB_CONCURRENCY={sizing.workers} workers x "
+                    f"{sizing.per_worker} connections each = {sizing.demand}, more than the "
+                    f"{sizing.available} the server can give ({sizing.max_connections} "
+                    f"max_connections - {sizing.reserved} reserved - {sizing.margin} margin).",
+                    hint=(
+                        "Lower WEB_CONCURRENCY or DB_POOL_MAX_SIZE, raise max_connections on the "
+                        "server, or put PgBouncer in front of it."
+                    ),
+                    id="dbops.W001",
+                )
+            )
+    return messages

@@ -1,0 +1,87 @@
+"""What /health/ready reports: can this process serve requests with its database right now?"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.db import DatabaseError, connections
+
+from dbops import catalog
+
+
+def connection_reuse(alias: str = "default") -> dict[str, Any]:
+    connection = connections[alias]
+    if connection.pool is not None:
+        stats = connection.pool.get_stats()
+        return {
+            "mode": "pool",
+            **{
+                key: stats[key]
+                for key in sorted(stats)
+                if key.startswith(("pool_", "requests_", "connections_"))
+            },
+        }
+    max_age = connection.settings_dict["CONN_MAX_AGE"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, extract(epoch FROM now() - backend_start)"
+            " FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        pid, age = cursor.fetchone()
+    return {
+        "mode": "persistent" if max_age != 0 else "per-request",
+        "conn_max_age": max_age,
+        "health_checks": connection.settings_dict["CONN_HEALTH_CHECKS"],
+        "backend_pid": pid,
+        "connection_age_s": round(float(age), 3),
+    }
+
+
+def readiness() -> tuple[bool, dict[str, Any]]:
+    """(ready, report). Not ready when the database cannot be reached or migrations are pending."""
+    report: dict[str, Any] = {"status": "ok", "database": {}}
+    try:
+        connection = connections["default"]
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        report["database"] = {
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            "server_version": catalog.server_version(),
+            "connections": connection_reuse(),
+        }
+        pending = catalog.unapplied_migrations()
+        report["unapplied_migrations"] = pending
+        report["invalid_indexes"] = catalog.invalid_indexes()
+        report["not_valid_constraints"] = catalog.not_valid_constraints()
+    except DatabaseError as exc:
+        _discard_broken_connection("default")
+        return False, {
+            "status": "unavailable",
+            "reason": f"database unreachable: {_first_line(exc)}",
+        }
+    if "replica" in connections:
+        try:
+            report["replica"] = {"lag_s": catalog.replica_lag_seconds("replica")}
+        except DatabaseError as exc:
+            _discard_broken_connection("replica")
+            report["replica"] = {"error": _first_line(exc)}
+    if pending:
+        report["status"] = "unavailable"
+        report["reason"] = f"{len(pending)} unapplied migration(s): run manage.py migrate"
+        return False, report
+    return True, report
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0]
+
+
+def _discard_broken_connection(alias: str) -> None:
+    """Drop a dead connection now, so the next probe connects afresh instead of failing again."""
+    try:
+        connections[alias].close()
+    except DatabaseError:
+        pass

@@ -1,0 +1,160 @@
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+from config.database import database_settings
+from tests.helpers import ROOT
+
+URL = "postgres://app:secret@db.internal:5433/shop"
+
+
+def build(**env):
+    return database_settings({"DATABASE_URL": URL, **env})
+
+
+def test_defaults_are_persistent_connections_with_health_checks():
+    db = build()["default"]
+    assert db["HOST"] == "db.internal" and db["PORT"] == 5433 and db["NAME"] == "shop"
+    assert db["CONN_MAX_AGE"] == 60
+    assert db["CONN_HEALTH_CHECKS"] is True
+    assert db["OPTIONS"]["connect_timeout"] == 10
+    assert db["OPTIONS"]["options"] == "-c statement_timeout=30000"
+    assert "pool" not in db["OPTIONS"]
+
+
+def test_each_variable_is_read():
+    db = build(
+        DB_CONN_MAX_AGE="300",
+        DB_CONN_HEALTH_CHECKS="false",
+        DB_STATEMENT_TIMEOUT_MS="1500",
+        DB_CONNECT_TIMEOUT="3",
+    )["default"]
+    assert db["CONN_MAX_AGE"] == 300
+    assert db["CONN_HEALTH_CHECKS"] is False
+    assert db["OPTIONS"]["options"] == "-c statement_timeout=1500"
+    assert db["OPTIONS"]["connect_timeout"] == 3
+
+
+def test_pool_forces_conn_max_age_zero():
+    db = build(
+        DB_POOL="true",
+        DB_CONN_MAX_AGE="300",
+        DB_POOL_MIN_SIZE="1",
+        DB_POOL_MAX_SIZE="8",
+        DB_POOL_TIMEOUT="2.5",
+    )["default"]
+    assert db["CONN_MAX_AGE"] == 0
+    assert db["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 8, "timeout": 2.5}
+
+
+def test_url_options_are_kept_next_to_the_timeout():
+    db = database_settings(
+        {"DATABASE_URL": URL + "?sslmode=require&options=-c%20search_path%3Dapp"}
+    )["default"]
+    assert db["OPTIONS"]["sslmode"] == "require"
+    assert db["OPTIONS"]["options"] == "-c search_path=app -c statement_timeout=30000"
+
+
+def test_replica_url_adds_a_mirrored_alias():
+    dbs = build(DATABASE_REPLICA_URL="postgres://app@replica:5432/shop")
+    assert dbs["replica"]["HOST"] == "replica"
+    assert dbs["replica"]["TEST"] == {"MIRROR": "default"}
+
+
+def test_embedded_server_used_only_when_database_url_is_unset():
+    calls = []
+
+    def embedded():
+        calls.append(1)
+        return "postgres://postgres@%2Ftmp%2Fpg/app"
+
+    assert (
+        database_settings({"DATABASE_URL": URL}, embedded_url=embedded)["default"]["NAME"] == "shop"
+    )
+    assert calls == []
+    assert database_settings({}, embedded_url=embedded)["default"]["HOST"] == "/tmp/pg"
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("DB_CONN_MAX_AGE", "sixty", "DB_CONN_MAX_AGE='sixty' is not a whole number"),
+        ("DB_CONN_MAX_AGE", "-1", "DB_CONN_MAX_AGE='-1' must be at least 0"),
+        ("DB_CONN_HEALTH_CHECKS", "maybe", "DB_CONN_HEALTH_CHECKS='maybe' is not a boolean"),
+        ("DB_POOL", "ture", "DB_POOL='ture' is not a boolean"),
+        ("DB_STATEMENT_TIMEOUT_MS", "1.5", "DB_STATEMENT_TIMEOUT_MS='1.5' is not a whole number"),
+        ("DB_CONNECT_TIMEOUT", "0", "DB_CONNECT_TIMEOUT='0' must be at least 1"),
+        ("DATABASE_URL", "mysql://u@h/db", "DATABASE_URL must be a postgres:// URL"),
+        ("DATABASE_URL", "nonsense://x", "DATABASE_URL is not a valid database URL"),
+        (
+            "DATABASE_REPLICA_URL",
+            "sqlite:///x.db",
+            "DATABASE_REPLICA_URL must be a postgres:// URL",
+        ),
+    ],
+)
+def test_malformed_value_names_the_variable(variable, value, message):
+    with pytest.raises(ImproperlyConfigured, match=message.replace("(", r"\(").replace(".", r"\.")):
+        database_settings({"DATABASE_URL": URL, variable: value})
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"DB_POOL_MIN_SIZE": "5", "DB_POOL_MAX_SIZE": "2"},
+            "DB_POOL_MIN_SIZE=5 is larger than DB_POOL_MAX_SIZE=2",
+        ),
+        ({"DB_POOL_MAX_SIZE": "0"}, "DB_POOL_MAX_SIZE='0' must be at least 1"),
+        ({"DB_POOL_TIMEOUT": "soon"}, "DB_POOL_TIMEOUT='soon' is not a number"),
+        ({"DB_POOL_TIMEOUT": "nan"}, "DB_POOL_TIMEOUT='nan' is not a finite number"),
+    ],
+)
+def test_malformed_pool_value_names_the_variable(env, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        build(DB_POOL="true", **env)
+
+
+def test_bad_value_stops_manage_py_at_start_naming_the_variable():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "DB_SLOW_QUERY_MS": "fast", "DATABASE_URL": URL},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "DB_SLOW_QUERY_MS='fast' is not a whole number" in result.stderr
+
+
+@pytest.mark.django_db
+def test_statement_timeout_is_applied_to_the_connection():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "30s"
+        cursor.execute("SELECT current_setting('application_name')")
+        assert cursor.fetchone()[0] == "django-pg-patterns"
+
+
+def test_production_settings_pass_check_deploy_and_require_secrets():
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": URL,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+    }
+    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    missing = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0
+    assert "Set the DJANGO_SECRET_KEY environment variable" in missing.stderr
+    env.update(
+        DJANGO_SECRET_KEY="k" * 20 + "-Zq8_x2!vT0pLm#4rW9s" * 3,
+        DJANGO_ALLOWED_HOSTS="shop.example.com",
+    )
+    deploy = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert deploy.returncode == 0, deploy.stderr
+    assert "no issues" in deploy.stdout

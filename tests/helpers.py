@@ -1,0 +1,133 @@
+"""Helpers for tests that need real processes: a gunicorn server, a raw connection, a WSGI call."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+from wsgiref.util import setup_testing_defaults
+
+import psycopg
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url(settings_dict: dict | None = None) -> str:
+    """A URL for the database Django is connected to (the test database during tests)."""
+    s = settings_dict or connection.settings_dict
+    auth = quote(s["USER"] or "postgres") + (
+        ":" + quote(s["PASSWORD"], safe="") if s["PASSWORD"] else ""
+    )
+    host = quote(str(s["HOST"] or "localhost"), safe="")
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgres://{auth}@{host}{port}/{s['NAME']}"
+
+
+def raw_connection(*, autocommit: bool = True, **kwargs) -> psycopg.Connection:
+    """A psycopg connection of its own, outside Django: another client of the same database."""
+    return psycopg.connect(database_url(), autocommit=autocommit, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http_get(url: str, *, timeout: float = 15) -> tuple[int, dict, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def http_json(url: str) -> tuple[int, dict]:
+    status, _, body = http_get(url)
+    return status, json.loads(body)
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "PYTEST_"))}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": database_url()})
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def gunicorn(**env_overrides: str) -> Iterator[str]:
+    """Serve the project with gunicorn on a free port; yields the base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(**env_overrides),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {process.stderr.read().decode()}")
+            try:
+                if http_get(base + "/health/live", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start in 30 s")
+            time.sleep(0.05)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def wsgi_request(path: str, method: str = "GET") -> tuple[int, dict, bytes]:
+    """One request through Django's real WSGI handler, with the request_started/finished signals.
+
+    Unlike the test client, this runs ``close_old_connections`` at the request boundaries, so
+    CONN_MAX_AGE and CONN_HEALTH_CHECKS behave as they do under gunicorn.
+    """
+    environ = {
+        "PATH_INFO": path,
+        "REQUEST_METHOD": method,
+        "wsgi.input": io.BytesIO(),
+        "SERVER_NAME": "testserver",
+    }
+    setup_testing_defaults(environ)
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = int(status.split()[0])
+        captured["headers"] = dict(headers)
+
+    response = WSGIHandler()(environ, start_response)
+    try:
+        body = b"".join(response)
+    finally:
+        response.close()  # sends request_finished
+    return captured["status"], captured["headers"], body
