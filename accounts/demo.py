@@ -1,9 +1,20 @@
-"""Demo data for the accounts app; seed_demo calls it."""
+"""Demo data for the accounts app; ``manage.py seed_demo`` calls it."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import transaction
+
+from accounts.models import Account, LedgerEntry, Transfer
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-pass-2024"
+PEOPLE_PASSWORD = "people-pass-2024"
+BATCH = 2000
 
 
 def demo_user_ensure():
@@ -16,3 +27,79 @@ def demo_user_ensure():
     user.set_password(DEMO_PASSWORD)
     user.save(update_fields=["password"])
     return user
+
+
+def people_ensure(count: int) -> list:
+    """Users person0001.. up to ``count``, created in bulk; existing ones are kept."""
+    User = get_user_model()
+    names = [f"person{i:04d}" for i in range(1, count + 1)]
+    existing = set(User.objects.filter(username__in=names).values_list("username", flat=True))
+    password = make_password(PEOPLE_PASSWORD)  # hashed once, shared: demo data only
+    User.objects.bulk_create(
+        [
+            User(username=n, email=f"{n}@example.com", password=password)
+            for n in names
+            if n not in existing
+        ],
+        batch_size=BATCH,
+    )
+    return list(User.objects.filter(username__in=names).order_by("username"))
+
+
+@transaction.atomic
+def accounts_seed(*, accounts: int, transfers_per_account: int = 4, seed: int = 42) -> int:
+    """Bring the demo data set up to ``accounts`` accounts with a transfer history; returns how many
+    accounts were added. Balances, transfers and ledger entries are computed here and written with
+    ``bulk_create``, consistently: each balance equals the sum of its entries."""
+    demo = demo_user_ensure()
+    have = Account.objects.filter(name__startswith="Demo ").count()
+    missing = max(0, accounts - have)
+    if not missing:
+        return 0
+    rng = random.Random(seed + have)
+    people = people_ensure(max(1, accounts // 2))
+    owners = [demo] + people
+    new = []
+    for i in range(have, have + missing):
+        owner = demo if i < 3 else owners[1 + (i - 3) // 2 % len(people)]
+        currency = "USD" if i == 2 else "EUR"
+        new.append(
+            Account(
+                owner=owner, name=f"Demo {i + 1:05d}", currency=currency, balance=Decimal("0.00")
+            )
+        )
+    Account.objects.bulk_create(new, batch_size=BATCH)
+
+    balances = {a.pk: Decimal(rng.randint(100, 5000)) for a in new}
+    entries = [
+        LedgerEntry(
+            account_id=pk, amount=amount, balance_after=amount, idempotency_key=f"demo-open-{pk}"
+        )
+        for pk, amount in balances.items()
+    ]
+    eur = [a.pk for a in new if a.currency == "EUR"]
+    planned = []
+    for _ in range(transfers_per_account * len(eur) if len(eur) > 1 else 0):
+        source, target = rng.sample(eur, 2)
+        amount = min(balances[source], Decimal(rng.randint(100, 20000)) / 100)
+        if amount <= 0:
+            continue
+        balances[source] -= amount
+        balances[target] += amount
+        planned.append((source, target, amount, balances[source], balances[target]))
+    transfers = Transfer.objects.bulk_create(
+        [Transfer(source_id=s, target_id=t, amount=a, memo="demo") for s, t, a, _, _ in planned],
+        batch_size=BATCH,
+    )
+    for transfer, (s, t, a, after_s, after_t) in zip(transfers, planned, strict=True):
+        entries.append(
+            LedgerEntry(account_id=s, transfer=transfer, amount=-a, balance_after=after_s)
+        )
+        entries.append(
+            LedgerEntry(account_id=t, transfer=transfer, amount=a, balance_after=after_t)
+        )
+    LedgerEntry.objects.bulk_create(entries, batch_size=BATCH)
+    for account in new:
+        account.balance = balances[account.pk]
+    Account.objects.bulk_update(new, ["balance"], batch_size=BATCH)
+    return missing

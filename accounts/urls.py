@@ -1,10 +1,11 @@
 from django.urls import path
 
-from config.views import home
+from accounts import views
 
 app_name = "accounts"
 urlpatterns = [
-    path("", home, name="overview"),
-    path("transfers/new/", home, name="transfer_create"),
-    path("transfers/", home, name="transfer_list"),
+    path("", views.overview, name="overview"),
+    path("transfers/new/", views.transfer_create_view, name="transfer_create"),
+    path("transfers/", views.transfer_list_view, name="transfer_list"),
+    path("<int:account_id>/edit/", views.account_edit, name="account_edit"),
 ]

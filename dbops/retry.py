@@ -38,6 +38,12 @@ def sqlstate(exc: BaseException) -> str | None:
     return None
 
 
+def _in_outer_transaction(using: str | None) -> bool:
+    # Like Django's durable=True check, the transaction a TestCase wraps each test in does not count.
+    blocks = transaction.get_connection(using).atomic_blocks
+    return any(not getattr(block, "_from_testcase", False) for block in blocks)
+
+
 def retry_transaction(
     func: Callable[P, R] | None = None,
     *,
@@ -60,7 +66,7 @@ def retry_transaction(
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if transaction.get_connection(using).in_atomic_block:
+            if _in_outer_transaction(using):
                 raise RetryInsideTransaction(
                     f"{fn.__qualname__} retries whole transactions and cannot run inside an outer "
                     "transaction.atomic(): call it outside any atomic block."

@@ -1,0 +1,19 @@
+"""The only place that builds select_for_update() querysets for accounts."""
+
+from collections.abc import Iterable
+
+from accounts.models import Account
+
+
+def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
+    """Lock the accounts for this transaction and return them by id; missing ids are absent.
+
+    Rows are locked in primary-key order, whoever calls and in whatever direction money moves, so
+    two transfers between the same accounts can never hold one lock each and wait for the other.
+    FOR NO KEY UPDATE (``no_key=True``) is enough to change a balance and, unlike FOR UPDATE, does
+    not block other transactions inserting ledger entries and transfers that reference the account.
+    """
+    ids = sorted(set(account_ids))
+    locked = Account.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
+    # list() evaluates now, so the locks are taken here, in this order.
+    return {account.pk: account for account in list(locked)}

@@ -1,0 +1,128 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Now
+
+# Money: 14 digits, 2 places, up to 999,999,999,999.99. Decimal end to end, never float.
+MONEY_DIGITS = 14
+MONEY_PLACES = 2
+MONEY_MAX = Decimal("999999999999.99")
+
+
+class Account(models.Model):
+    """A balance owned by one user, in one currency.
+
+    ``balance`` only ever changes through ``accounts.services`` with ``F()`` and a ledger entry, and
+    the database refuses a negative balance even if code forgets to check. ``version`` grows on
+    every edit of the account's details, for optimistic locking (``account_update``).
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="money_accounts"
+    )
+    name = models.CharField(max_length=100)
+    currency = models.CharField(max_length=3, default="EUR")
+    balance = models.DecimalField(
+        max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=Decimal("0.00")
+    )
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(balance__gte=0), name="account_balance_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[A-Z]{3}$"), name="account_currency_iso"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.currency})"
+
+
+class Transfer(models.Model):
+    """Money moved from one account to another, written once and never changed.
+
+    ``idempotency_key`` is unique per source account, so a client that retries (double submit,
+    timeout, killed connection) with the same key gets the first transfer back instead of a second.
+    """
+
+    source = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="transfers_out", db_index=False
+    )
+    target = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="transfers_in", db_index=False
+    )
+    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (NULL: no key)
+    memo = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="transfer_amount_positive"),
+            models.CheckConstraint(
+                condition=~Q(source=F("target")), name="transfer_distinct_accounts"
+            ),
+            models.UniqueConstraint(
+                fields=["source", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="transfer_idempotency_key_per_source",
+            ),
+        ]
+        indexes = [
+            # History pages: an account's newest transfers, in either direction, by keyset on id.
+            models.Index(fields=["source", "-id"], name="transfer_source_newest"),
+            models.Index(fields=["target", "-id"], name="transfer_target_newest"),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk}: {self.amount} from {self.source_id} to {self.target_id}"
+
+
+class LedgerEntry(models.Model):
+    """One signed change of one account's balance, with the balance after it.
+
+    Every balance change writes one, so an account's balance always equals the sum of its entries;
+    a transfer writes two (debit and credit), a deposit one.
+    """
+
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
+    transfer = models.ForeignKey(
+        Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+    )
+    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    balance_after = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    # Deposits are idempotent too: unique per account.
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (NULL: no key)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        ordering = ["-pk"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_non_zero"),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="ledger_balance_after_non_negative"
+            ),
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="ledger_idempotency_key_per_account",
+            ),
+        ]
+        indexes = [models.Index(fields=["account", "-id"], name="ledger_account_newest")]
+
+    def __str__(self):
+        return f"{self.amount:+} on {self.account_id}"

@@ -1,0 +1,37 @@
+"""Every read the accounts pages need, scoped to one owner and already joined."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from accounts.models import Account, Transfer
+
+TRANSFER_PAGE_SIZE = 25
+
+
+def account_list(*, owner) -> QuerySet[Account]:
+    return Account.objects.filter(owner=owner).order_by("pk")
+
+
+def account_get(*, owner, account_id: int) -> Account | None:
+    """The owner's account, or None (also for another person's account: it is not theirs to see)."""
+    return Account.objects.filter(owner=owner, pk=account_id).first()
+
+
+def transfer_list(
+    *, owner, after: int | None = None, limit: int = TRANSFER_PAGE_SIZE
+) -> list[Transfer]:
+    """The owner's transfers, newest first, ``limit`` after the keyset cursor ``after`` (an id).
+
+    Keyset, not OFFSET: page 1,000 costs what page 1 costs. The two directions are separate index
+    scans (transfer_source_newest, transfer_target_newest) that PostgreSQL ORs together.
+    """
+    mine = Account.objects.filter(owner=owner).values("pk")
+    transfers = (
+        Transfer.objects.filter(Q(source__in=mine) | Q(target__in=mine))
+        .select_related("source", "target")
+        .order_by("-pk")
+    )
+    if after is not None:
+        transfers = transfers.filter(pk__lt=after)
+    return list(transfers[:limit])

@@ -1,0 +1,306 @@
+"""Every write of the accounts app. Transactions are opened here and nowhere else.
+
+Failure behaviour, for each service:
+- a domain error (``accounts.exceptions``) is raised before anything is written, or inside the
+  transaction, which then rolls back: nothing of a failed call remains;
+- deadlocks, serialization failures and lock timeouts re-run the whole transaction
+  (``dbops.retry``); when the retries run out the database error reaches the caller, nothing written;
+- a connection lost mid-call (server restart, killed backend) rolls the transaction back on the
+  server; the caller retries with the same idempotency key and the money moves exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, When
+
+from accounts.exceptions import (
+    AccountNotFound,
+    AccountsError,
+    CurrencyMismatch,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAmount,
+    InvalidChange,
+    NotAccountOwner,
+    SameAccount,
+    StaleVersion,
+)
+from accounts.locks import accounts_lock
+from accounts.models import MONEY_MAX, MONEY_PLACES, Account, LedgerEntry, Transfer
+from dbops.retry import retry_transaction
+
+# A transfer waits this long for a row lock before giving up (and being retried): a stuck
+# transaction elsewhere then costs callers seconds, not the whole statement timeout.
+LOCK_TIMEOUT_MS = 2000
+IDEMPOTENCY_KEY_MAX = 64
+ACCOUNT_NAME_MAX = 100
+
+
+def money(value: Any) -> Decimal:
+    """A positive amount with at most two decimal places, or ``InvalidAmount``. Floats are refused."""
+    if isinstance(value, float | bool):
+        raise InvalidAmount(value, "pass a Decimal or a string, never a float")
+    try:
+        amount = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, ValueError):
+        raise InvalidAmount(value, "not a number") from None
+    if not amount.is_finite():
+        raise InvalidAmount(value, "not a finite number")
+    if amount <= 0:
+        raise InvalidAmount(value, "must be greater than zero")
+    if amount > MONEY_MAX:
+        raise InvalidAmount(value, f"at most {MONEY_MAX}")
+    if amount.as_tuple().exponent < -MONEY_PLACES and amount != amount.quantize(Decimal("0.01")):
+        raise InvalidAmount(value, "at most two decimal places")
+    return amount.quantize(Decimal("0.01"))
+
+
+def _account_id(value: Any) -> int:
+    """An account primary key from an int or a digit string; anything else does not exist."""
+    if isinstance(value, bool):
+        raise AccountNotFound(value)
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise AccountNotFound(value)
+
+
+def _idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = str(key).strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX:
+        raise InvalidChange("idempotency_key", f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
+    return key
+
+
+def _set_lock_timeout() -> None:
+    with connection.cursor() as cursor:
+        # SET LOCAL: only for this transaction, so pooled connections come back unchanged.
+        cursor.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+
+
+@retry_transaction
+@transaction.atomic(durable=True)
+def account_deposit(
+    *, account_id: int, amount: Any, idempotency_key: str | None = None
+) -> LedgerEntry:
+    """Add money to one account; a replay with the same key returns the first entry."""
+    account_id = _account_id(account_id)
+    amount = money(amount)
+    key = _idempotency_key(idempotency_key)
+    _set_lock_timeout()
+    account = accounts_lock([account_id]).get(account_id)
+    if account is None:
+        raise AccountNotFound(account_id)
+    if key is not None:
+        # Unique per account: no ORDER BY (``first()`` would add one and walk the account's history).
+        earlier = next(
+            iter(LedgerEntry.objects.filter(account=account, idempotency_key=key).order_by()[:1]),
+            None,
+        )
+        if earlier is not None:
+            if earlier.amount != amount or earlier.transfer_id is not None:
+                raise IdempotencyConflict(key)
+            return earlier
+    balance_after = account.balance + amount
+    if balance_after > MONEY_MAX:
+        raise InvalidAmount(amount, f"the balance would exceed {MONEY_MAX}")
+    Account.objects.filter(pk=account.pk).update(balance=F("balance") + amount)
+    return LedgerEntry.objects.create(
+        account=account, amount=amount, balance_after=balance_after, idempotency_key=key
+    )
+
+
+def _transfer_apply(
+    *,
+    source_id: int,
+    target_id: int,
+    amount: Any,
+    idempotency_key: str | None,
+    memo: str,
+    actor,
+) -> Transfer:
+    """The transfer itself; the caller holds the transaction."""
+    source_id, target_id = _account_id(source_id), _account_id(target_id)
+    amount = money(amount)
+    key = _idempotency_key(idempotency_key)
+    memo = (memo or "").strip()
+    if len(memo) > 200:
+        raise InvalidChange("memo", "at most 200 characters")
+    if source_id == target_id:
+        raise SameAccount()
+    locked = accounts_lock([source_id, target_id])
+    for account_id in (source_id, target_id):
+        if account_id not in locked:
+            raise AccountNotFound(account_id)
+    source, target = locked[source_id], locked[target_id]
+    if actor is not None and source.owner_id != actor.pk:
+        raise NotAccountOwner(source_id)
+    if key is not None:
+        # Checked under the source's lock: a concurrent call with the same key waits above, then
+        # sees the committed transfer here and returns it instead of moving the money again.
+        earlier = next(
+            iter(Transfer.objects.filter(source=source, idempotency_key=key).order_by()[:1]), None
+        )
+        if earlier is not None:
+            if earlier.target_id != target_id or earlier.amount != amount:
+                raise IdempotencyConflict(key)
+            return earlier
+    if source.currency != target.currency:
+        raise CurrencyMismatch(source.currency, target.currency)
+    if source.balance < amount:
+        raise InsufficientFunds(source, amount)
+    if target.balance + amount > MONEY_MAX:
+        raise InvalidAmount(amount, f"the target balance would exceed {MONEY_MAX}")
+
+    # One UPDATE for both rows (a round trip less), each balance changed relative to itself.
+    Account.objects.filter(pk__in=[source.pk, target.pk]).update(
+        balance=Case(
+            When(pk=source.pk, then=F("balance") - amount),
+            When(pk=target.pk, then=F("balance") + amount),
+        )
+    )
+    transfer = Transfer.objects.create(
+        source=source,
+        target=target,
+        amount=amount,
+        idempotency_key=key,
+        memo=memo,
+        created_by=actor,
+    )
+    # The rows are locked, so the balances read above are the ones the UPDATEs changed.
+    LedgerEntry.objects.bulk_create(
+        [
+            LedgerEntry(
+                account=source,
+                transfer=transfer,
+                amount=-amount,
+                balance_after=source.balance - amount,
+            ),
+            LedgerEntry(
+                account=target,
+                transfer=transfer,
+                amount=amount,
+                balance_after=target.balance + amount,
+            ),
+        ]
+    )
+    return transfer
+
+
+@retry_transaction
+@transaction.atomic(durable=True)
+def transfer_create(
+    *,
+    source_id: int,
+    target_id: int,
+    amount: Any,
+    idempotency_key: str | None = None,
+    memo: str = "",
+    actor=None,
+) -> Transfer:
+    """Move ``amount`` from source to target in one durable transaction, exactly once per key."""
+    _set_lock_timeout()
+    return _transfer_apply(
+        source_id=source_id,
+        target_id=target_id,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        memo=memo,
+        actor=actor,
+    )
+
+
+@dataclass
+class BatchResult:
+    succeeded: list[tuple[int, Transfer]] = field(default_factory=list)
+    failed: list[tuple[int, AccountsError]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+TRANSFER_ITEM_FIELDS = {"source_id", "target_id", "amount", "idempotency_key", "memo"}
+
+
+@retry_transaction
+@transaction.atomic(durable=True)
+def transfer_batch(*, items: Iterable[Mapping[str, Any]], actor=None) -> BatchResult:
+    """Many transfers in one transaction; bad items are reported, the good ones commit together."""
+    items = list(items)
+    _set_lock_timeout()
+    # Lock every account of the batch up front, in primary-key order: two batches touching the
+    # same accounts then queue behind each other instead of deadlocking item by item.
+    account_ids = [
+        item[name]
+        for item in items
+        for name in ("source_id", "target_id")
+        if isinstance(item, Mapping) and isinstance(item.get(name), int)
+    ]
+    accounts_lock(account_ids)
+    result = BatchResult()
+    for index, item in enumerate(items):
+        try:
+            unknown = (
+                set(item) - TRANSFER_ITEM_FIELDS
+                if isinstance(item, Mapping)
+                else {"<not a mapping>"}
+            )
+            if unknown:
+                raise InvalidChange("item", f"unknown fields {sorted(unknown)}")
+            # A savepoint per item, so one bad item rolls back alone and the batch goes on.
+            with transaction.atomic():
+                transfer = _transfer_apply(
+                    source_id=item.get("source_id"),
+                    target_id=item.get("target_id"),
+                    amount=item.get("amount"),
+                    idempotency_key=item.get("idempotency_key"),
+                    memo=item.get("memo", ""),
+                    actor=actor,
+                )
+        except AccountsError as exc:
+            result.failed.append((index, exc))
+        except IntegrityError as exc:
+            # A constraint the checks above did not foresee: this item only.
+            result.failed.append((index, InvalidChange("item", str(exc).splitlines()[0])))
+        else:
+            result.succeeded.append((index, transfer))
+    return result
+
+
+EDITABLE_ACCOUNT_FIELDS = {"name"}
+
+
+def account_update(*, account_id: int, expected_version: int, **changes: Any) -> Account:
+    """Change an account's details if nobody changed it since ``expected_version`` was read.
+
+    One conditional UPDATE (``WHERE id = %s AND version = %s``, ``version = version + 1``): no lock
+    is held while a person edits, and a second editor working from the same version changes zero
+    rows and gets ``StaleVersion`` with the current values instead of overwriting the first edit.
+    """
+    unknown = set(changes) - EDITABLE_ACCOUNT_FIELDS
+    if unknown:
+        raise InvalidChange(", ".join(sorted(unknown)), "cannot be changed here")
+    if "name" in changes:
+        name = str(changes["name"]).strip()
+        if not name or len(name) > ACCOUNT_NAME_MAX:
+            raise InvalidChange("name", f"must be 1 to {ACCOUNT_NAME_MAX} characters")
+        changes["name"] = name
+    updated = Account.objects.filter(pk=account_id, version=expected_version).update(
+        **changes, version=F("version") + 1
+    )
+    current = Account.objects.filter(pk=account_id).first()
+    if current is None:
+        raise AccountNotFound(account_id)
+    if updated == 0:
+        raise StaleVersion(current)
+    return current

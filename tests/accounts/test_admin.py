@@ -1,0 +1,76 @@
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import Account
+from accounts.services import account_update, transfer_create
+from tests.factories import account_create, user_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(client):
+    user = user_create("root", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return client
+
+
+def make_rows(count):
+    for _ in range(count):
+        owner = user_create()
+        a, b = account_create(owner=owner, balance="10"), account_create(owner=owner)
+        transfer_create(source_id=a.pk, target_id=b.pk, amount="1")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/admin/accounts/account/", "/admin/accounts/transfer/", "/admin/accounts/ledgerentry/"],
+)
+def test_changelists_run_a_constant_number_of_queries(staff, path):
+    make_rows(2)
+    with CaptureQueriesContext(connection) as few:
+        assert staff.get(path).status_code == 200
+    make_rows(15)
+    with CaptureQueriesContext(connection) as many:
+        assert staff.get(path).status_code == 200
+    assert len(many) == len(few) <= 8
+
+
+def test_account_change_page_runs_a_constant_number_of_queries(staff):
+    account = account_create(owner=user_create(), balance="3")
+    with CaptureQueriesContext(connection) as captured:
+        assert staff.get(f"/admin/accounts/account/{account.pk}/change/").status_code == 200
+    assert len(captured) <= 8
+
+
+def test_admin_edit_goes_through_optimistic_locking(staff):
+    account = account_create(owner=user_create(), name="Old")
+    response = staff.post(
+        f"/admin/accounts/account/{account.pk}/change/", {"name": "New", "version": 1}
+    )
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert (account.name, account.version) == ("New", 2)
+
+
+def test_admin_stale_edit_is_a_message_not_a_lost_edit(staff):
+    account = account_create(owner=user_create(), name="Old")
+    account_update(account_id=account.pk, expected_version=1, name="Edited elsewhere")
+    response = staff.post(
+        f"/admin/accounts/account/{account.pk}/change/", {"name": "Mine", "version": 1}, follow=True
+    )
+    assert b"Not saved" in response.content and b"changed by someone else" in response.content
+    account.refresh_from_db()
+    assert account.name == "Edited elsewhere"
+
+
+def test_transfers_and_ledger_are_read_only_in_admin(staff):
+    assert staff.get("/admin/accounts/transfer/add/").status_code == 403
+    assert staff.get("/admin/accounts/ledgerentry/add/").status_code == 403
+
+
+def test_admin_requires_staff(client):
+    client.force_login(user_create())
+    assert client.get("/admin/accounts/account/").status_code == 302
+    assert Account.objects.count() == 0

@@ -1,0 +1,241 @@
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import Account, LedgerEntry, Transfer
+from accounts.services import transfer_create
+from tests.factories import account_create, user_create
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["/accounts/", "/accounts/transfers/new/", "/accounts/transfers/"]
+
+
+@pytest.fixture
+def alice(client):
+    user = user_create("alice")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def accounts(alice):
+    return account_create(owner=alice, balance="100.00", name="Main"), account_create(
+        owner=alice, name="Savings"
+    )
+
+
+def rows_written():
+    return (
+        Transfer.objects.count(),
+        LedgerEntry.objects.count(),
+        sorted(Account.objects.values_list("balance", flat=True)),
+    )
+
+
+def form_data(accounts, **overrides):
+    data = {
+        "source": accounts[0].pk,
+        "target": accounts[1].pk,
+        "amount": "10.00",
+        "memo": "",
+        "idempotency_key": "form-key-1",
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/accounts/1/edit/"])
+def test_pages_require_login(client, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+def test_overview_shows_only_my_accounts(client, accounts):
+    theirs = account_create(owner=user_create("mallory"), name="Mallory's secret", balance="5")
+    response = client.get("/accounts/")
+    assert response.status_code == 200
+    assert b"Main" in response.content and b"Savings" in response.content
+    assert theirs.name.encode() not in response.content
+
+
+def test_transfer_form_carries_a_fresh_idempotency_key(client, accounts):
+    first = client.get("/accounts/transfers/new/").context["form"].initial["idempotency_key"]
+    second = client.get("/accounts/transfers/new/").context["form"].initial["idempotency_key"]
+    assert first and second and first != second
+
+
+def test_transfer_form_moves_money(client, accounts):
+    response = client.post("/accounts/transfers/new/", form_data(accounts))
+    assert response.status_code == 302
+    assert Transfer.objects.get().amount == Decimal("10.00")
+
+
+def test_double_submit_moves_money_once(client, accounts):
+    for _ in range(3):
+        assert client.post("/accounts/transfers/new/", form_data(accounts)).status_code == 302
+    assert Transfer.objects.count() == 1
+    accounts[0].refresh_from_db()
+    assert accounts[0].balance == Decimal("90.00")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"amount": "0"},
+        {"amount": "-5"},
+        {"amount": "1.005"},
+        {"amount": "NaN"},
+        {"amount": "Infinity"},
+        {"amount": "1000000000000"},
+        {"amount": "ten"},
+        {"amount": ""},
+        {"target": "SAME"},
+        {"target": "999999999"},
+        {"source": "abc"},
+        {"amount": "100.01"},
+        {"idempotency_key": ""},
+        {"memo": "m" * 201},
+    ],
+)
+def test_bad_transfer_input_is_a_form_error_and_writes_nothing(client, accounts, overrides):
+    if overrides.get("target") == "SAME":
+        overrides = {"target": accounts[0].pk}
+    before = rows_written()
+    response = client.post("/accounts/transfers/new/", form_data(accounts, **overrides))
+    assert response.status_code == 400
+    assert response.context["form"].errors
+    assert rows_written() == before
+
+
+def test_another_persons_account_is_not_a_valid_choice(client, accounts):
+    theirs = account_create(owner=user_create("mallory"), balance="50")
+    before = rows_written()
+    for overrides in ({"source": theirs.pk}, {"target": theirs.pk}):
+        response = client.post("/accounts/transfers/new/", form_data(accounts, **overrides))
+        assert response.status_code == 400
+    assert rows_written() == before
+
+
+def test_currency_mismatch_is_a_form_error(client, accounts, alice):
+    usd = account_create(owner=alice, currency="USD", name="Dollars")
+    before = rows_written()
+    response = client.post("/accounts/transfers/new/", form_data(accounts, target=usd.pk))
+    assert response.status_code == 400
+    assert b"Cannot move EUR into a USD account" in response.content
+    assert rows_written() == before
+
+
+def test_insufficient_funds_is_a_form_error(client, accounts):
+    before = rows_written()
+    response = client.post("/accounts/transfers/new/", form_data(accounts, amount="100.01"))
+    assert response.status_code == 400
+    assert rows_written() == before
+
+
+@pytest.mark.parametrize("token", [None, "forged" * 8])
+def test_transfer_without_a_valid_csrf_token_is_refused(accounts, alice, token):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    client.get("/accounts/transfers/new/")  # sets the real CSRF cookie
+    data = form_data(accounts)
+    if token:
+        data["csrfmiddlewaretoken"] = token
+    before = rows_written()
+    response = client.post("/accounts/transfers/new/", data)
+    assert response.status_code == 403
+    assert b"could not be accepted" in response.content
+    assert rows_written() == before
+
+
+def test_transfer_with_the_real_csrf_token_is_accepted(accounts, alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    token = client.get("/accounts/transfers/new/").context["csrf_token"]
+    response = client.post(
+        "/accounts/transfers/new/", form_data(accounts, csrfmiddlewaretoken=str(token))
+    )
+    assert response.status_code == 302
+
+
+def test_history_pages_by_keyset_and_shows_only_mine(client, accounts):
+    source, target = accounts
+    made = [
+        transfer_create(source_id=source.pk, target_id=target.pk, amount="1").pk for _ in range(30)
+    ]
+    other = user_create("mallory")
+    theirs = [account_create(owner=other, balance="5"), account_create(owner=other)]
+    transfer_create(source_id=theirs[0].pk, target_id=theirs[1].pk, amount="1")
+
+    first = client.get("/accounts/transfers/")
+    assert [t.pk for t in first.context["transfers"]] == made[::-1][:25]
+    second = client.get(f"/accounts/transfers/?after={first.context['next_after']}")
+    assert [t.pk for t in second.context["transfers"]] == made[::-1][25:]
+    assert second.context["next_after"] is None
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "0", "1.5", "9" * 40])
+def test_malformed_cursor_is_a_400(client, accounts, cursor):
+    assert client.get(f"/accounts/transfers/?after={cursor}").status_code == 400
+
+
+def test_edit_someone_elses_account_is_404(client, accounts):
+    theirs = account_create(owner=user_create("mallory"))
+    assert client.get(f"/accounts/{theirs.pk}/edit/").status_code == 404
+    response = client.post(f"/accounts/{theirs.pk}/edit/", {"name": "pwned", "version": 1})
+    assert response.status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.name != "pwned"
+
+
+def test_stale_edit_gets_a_409_with_the_current_values_and_keeps_the_first_edit(
+    client, accounts, alice
+):
+    account = accounts[0]
+    other_tab = Client()
+    other_tab.force_login(alice)
+    version = client.get(f"/accounts/{account.pk}/edit/").context["form"].initial["version"]
+    assert (
+        other_tab.post(
+            f"/accounts/{account.pk}/edit/", {"name": "First", "version": version}
+        ).status_code
+        == 302
+    )
+    response = client.post(f"/accounts/{account.pk}/edit/", {"name": "Second", "version": version})
+    assert response.status_code == 409
+    assert b"First" in response.content and b"Second" in response.content
+    account.refresh_from_db()
+    assert account.name == "First"
+
+
+def test_edit_with_bad_input_is_a_form_error(client, accounts):
+    account = accounts[0]
+    response = client.post(f"/accounts/{account.pk}/edit/", {"name": "", "version": 1})
+    assert response.status_code == 400
+    account.refresh_from_db()
+    assert account.version == 1
+
+
+def count_queries(client, path):
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(path).status_code == 200
+    return len(captured)
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [("/accounts/", 4), ("/accounts/transfers/new/", 4), ("/accounts/transfers/", 3)],
+)
+def test_pages_run_a_constant_number_of_queries(client, accounts, alice, path, expected):
+    source, target = accounts
+    transfer_create(source_id=source.pk, target_id=target.pk, amount="1")
+    few = count_queries(client, path)
+    for _ in range(3):
+        account_create(owner=alice, balance="1")
+    for _ in range(40):
+        transfer_create(source_id=source.pk, target_id=target.pk, amount="1")
+    assert count_queries(client, path) == few == expected
