@@ -2,7 +2,6 @@ from uuid import uuid4
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import BadRequest
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -11,15 +10,7 @@ from accounts.exceptions import AccountsError, StaleVersion
 from accounts.forms import AccountEditForm, TransferForm
 from accounts.selectors import TRANSFER_PAGE_SIZE, account_get, account_list, transfer_list
 from accounts.services import account_update, transfer_create
-
-
-def parse_cursor(raw: str | None) -> int | None:
-    """A keyset cursor (a positive id) from the query string; anything else is a 400."""
-    if raw in (None, ""):
-        return None
-    if not raw.isdigit() or int(raw) < 1 or len(raw) > 18:
-        raise BadRequest("Malformed page cursor.")
-    return int(raw)
+from dbops.pagination import cursor_parse
 
 
 @login_required
@@ -62,7 +53,7 @@ def transfer_create_view(request):
 
 @login_required
 def transfer_list_view(request):
-    after = parse_cursor(request.GET.get("after"))
+    after = cursor_parse(request.GET.get("after"))
     page = transfer_list(owner=request.user, after=after)
     next_after = page[-1].pk if len(page) == TRANSFER_PAGE_SIZE else None
     return render(

@@ -1,10 +1,12 @@
 from django.urls import path
 
-from config.views import home
+from orders import views
 
 app_name = "orders"
 urlpatterns = [
-    path("", home, name="order_list"),
-    path("new/", home, name="order_create"),
-    path("reports/top-customers/", home, name="report_top_customers"),
+    path("", views.order_list_view, name="order_list"),
+    path("new/", views.order_create, name="order_create"),
+    path("<int:order_id>/", views.order_detail, name="order_detail"),
+    path("customers/<int:customer_id>/", views.customer_detail, name="customer_detail"),
+    path("reports/top-customers/", views.report_top_customers_view, name="report_top_customers"),
 ]

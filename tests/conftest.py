@@ -1,9 +1,10 @@
 import pytest
+from django.core.cache import cache
 
 
-@pytest.fixture
-def client_logged_in(client, django_user_model):
-    user = django_user_model.objects.create_user(username="alice", password="pw-alice-123")
-    client.force_login(user)
-    client.user = user
-    return client
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """The cache outlives each test's database; start every test without yesterday's entries."""
+    cache.clear()
+    yield
+    cache.clear()

@@ -31,3 +31,21 @@ def account_create(
         account_deposit(account_id=account.pk, amount=Decimal(balance))
         account.refresh_from_db()
     return account
+
+
+def customer_create(*, user=None, region: str = "north", name: str | None = None):
+    from orders.models import Customer
+
+    n = next(_seq)
+    return Customer.objects.create(
+        user=user, name=name or f"Customer {n}", email=f"c{n}@example.com", region=region
+    )
+
+
+def product_create(*, stock: int = 10, price: str = "9.99", sku: str | None = None):
+    from orders.models import Product
+
+    n = next(_seq)
+    return Product.objects.create(
+        sku=sku or f"T-{n:05d}", name=f"Thing {n}", price=Decimal(price), stock=stock
+    )

@@ -1,0 +1,119 @@
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+
+from orders.exceptions import OrdersError
+from orders.models import Customer, Order, OrderItem, Payment, Product
+from orders.services import product_update
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "email", "region", "user", "created_at"]
+    list_select_related = ["user"]
+    list_filter = ["region"]
+    search_fields = ["name", "email"]
+    autocomplete_fields = ["user"]
+
+
+class ProductAdminForm(forms.ModelForm):
+    # The version the editor loaded; the save applies only while it is still current.
+    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1, required=False)
+
+    class Meta:
+        model = Product
+        fields = ["sku", "name", "price", "stock", "version"]
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    form = ProductAdminForm
+    list_display = ["sku", "name", "price", "stock", "version", "updated_at"]
+    search_fields = ["sku", "name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["sku"] if obj else []
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        changes = {
+            name: form.cleaned_data[name]
+            for name in form.changed_data
+            if name in {"name", "price", "stock"}
+        }
+        try:
+            updated = product_update(
+                product_id=obj.pk, expected_version=form.cleaned_data.get("version") or 0, **changes
+            )
+        except OrdersError as exc:
+            request._product_conflict = exc
+        else:
+            obj.version = updated.version
+
+    def response_change(self, request, obj):
+        conflict = getattr(request, "_product_conflict", None)
+        if conflict is not None:
+            self.message_user(request, f"Not saved: {conflict}", level=messages.ERROR)
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
+
+    def log_change(self, request, obj, message):
+        if getattr(request, "_product_conflict", None) is None:
+            super().log_change(request, obj, message)
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """Placed orders are history: their lines and payments are shown, not edited."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class OrderItemInline(ReadOnlyInline):
+    model = OrderItem
+    fields = readonly_fields = ["product", "quantity", "unit_price"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("product")
+
+
+class PaymentInline(ReadOnlyInline):
+    model = Payment
+    fields = readonly_fields = ["method", "amount", "status", "reference", "created_at"]
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["id", "created_at", "customer", "status", "total"]
+    list_select_related = ["customer"]
+    list_filter = ["status"]
+    search_fields = ["customer__email", "customer__name"]
+    autocomplete_fields = ["customer"]
+    readonly_fields = ["created_at"]
+    inlines = [OrderItemInline, PaymentInline]
+    show_full_result_count = False
+
+
+@admin.register(OrderItem)
+class OrderItemAdmin(admin.ModelAdmin):
+    list_display = ["id", "order", "product", "quantity", "unit_price"]
+    list_select_related = ["order", "product"]
+    autocomplete_fields = ["order", "product"]
+    show_full_result_count = False
+
+
+@admin.register(Payment)
+class PaymentAdmin(admin.ModelAdmin):
+    list_display = ["id", "order", "method", "amount", "status", "created_at"]
+    list_select_related = ["order"]
+    list_filter = ["method", "status"]
+    autocomplete_fields = ["order"]
+    show_full_result_count = False

@@ -1,0 +1,86 @@
+"""Domain errors of the orders app; nothing was written when one is raised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrdersError(Exception):
+    message = "The order could not be placed."
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or self.message)
+
+
+class CustomerNotFound(OrdersError):
+    def __init__(self, customer_id: Any):
+        self.customer_id = customer_id
+        super().__init__(f"Customer {customer_id} does not exist.")
+
+
+class ProductNotFound(OrdersError):
+    def __init__(self, product_ids: list):
+        self.product_ids = product_ids
+        super().__init__(f"Unknown product(s): {', '.join(map(str, product_ids))}.")
+
+
+class InvalidOrderLine(OrdersError):
+    def __init__(self, reason: str, line: Any = None):
+        self.reason = reason
+        self.line = line
+        super().__init__(f"Invalid order line{f' {line!r}' if line is not None else ''}: {reason}.")
+
+
+class OutOfStock(OrdersError):
+    def __init__(self, product, requested: int):
+        self.product = product
+        self.requested = requested
+        self.available = product.stock
+        super().__init__(f"Only {product.stock} of {product.sku} in stock, {requested} requested.")
+
+
+class StockContention(OrdersError):
+    """Other buyers kept winning the race for a product; the caller may try again."""
+
+    def __init__(self, product, attempts: int):
+        self.product = product
+        self.attempts = attempts
+        super().__init__(f"{product.sku} is in high demand right now; please try again.")
+
+
+class PaymentFailed(OrdersError):
+    def __init__(self, declined: list[tuple[str, str]]):
+        self.declined = declined
+        reasons = (
+            "; ".join(f"{method}: {reason}" for method, reason in declined)
+            or "no payment method given"
+        )
+        super().__init__(f"Payment failed ({reasons}). Nothing was ordered.")
+
+
+class IdempotencyConflict(OrdersError):
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(f"Idempotency key {key!r} was already used for a different order.")
+
+
+class UnknownRegion(OrdersError):
+    def __init__(self, region: str, known):
+        self.region = region
+        super().__init__(f"Unknown region {region!r}: use one of {', '.join(known)}.")
+
+
+class InvalidChange(OrdersError):
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class StaleVersion(OrdersError):
+    def __init__(self, current):
+        self.current = current
+        super().__init__(
+            f"{current} was changed by someone else (now version {current.version}); "
+            "review its current values and apply your change again."
+        )

@@ -1,0 +1,155 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from accounts.models import MONEY_DIGITS, MONEY_PLACES
+
+
+class Region(models.TextChoices):
+    NORTH = "north", "North"
+    SOUTH = "south", "South"
+    EAST = "east", "East"
+    WEST = "west", "West"
+
+
+class Customer(models.Model):
+    """Someone who orders; optionally the login that sees these orders (``user``)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="customer",
+    )
+    name = models.CharField(max_length=200)
+    email = models.EmailField(unique=True)
+    region = models.CharField(max_length=10, choices=Region.choices)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["region"], name="customer_region")]
+
+    def __str__(self):
+        return f"{self.name} <{self.email}>"
+
+
+class Product(models.Model):
+    """Something sold from stock.
+
+    ``stock`` is taken with conditional ``F()`` updates that check ``version`` (``order_place``),
+    so two buyers of the last item cannot both get it; the CHECK constraint refuses a negative
+    stock even if code forgets. ``version`` also guards edits (``product_update``).
+    """
+
+    sku = models.CharField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    stock = models.IntegerField(default=0)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [
+            models.CheckConstraint(condition=Q(stock__gte=0), name="product_stock_non_negative"),
+            models.CheckConstraint(condition=Q(price__gte=0), name="product_price_non_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.sku} {self.name}"
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PAID = "paid", "Paid"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Order(models.Model):
+    """One purchase. Placed whole or not at all: items, stock and payment commit together."""
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
+    status = models.CharField(
+        max_length=10, choices=OrderStatus.choices, default=OrderStatus.PENDING
+    )
+    total = models.DecimalField(
+        max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=Decimal("0.00")
+    )
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (NULL: no key)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(total__gte=0), name="order_total_non_negative"),
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="order_idempotency_key_per_customer",
+            ),
+        ]
+        indexes = [
+            # A customer's newest orders, by keyset on id: the customer page and the orders list.
+            models.Index(fields=["customer", "-id"], name="order_customer_newest"),
+        ]
+
+    def __str__(self):
+        return f"Order #{self.pk}"
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items", db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="order_items")
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="orderitem_quantity_positive"),
+            # One line per product per order; the unique index also serves "items of an order".
+            models.UniqueConstraint(
+                fields=["order", "product"], name="orderitem_one_line_per_product"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.quantity} x {self.product_id}"
+
+    @property
+    def line_total(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+
+class PaymentStatus(models.TextChoices):
+    CAPTURED = "captured", "Captured"
+    REFUNDED = "refunded", "Refunded"
+
+
+class Payment(models.Model):
+    """A captured payment. Declined attempts leave no row: each runs in a savepoint rolled back on decline."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="payments")
+    method = models.CharField(max_length=20)
+    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    status = models.CharField(
+        max_length=10, choices=PaymentStatus.choices, default=PaymentStatus.CAPTURED
+    )
+    reference = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive")
+        ]
+
+    def __str__(self):
+        return f"{self.method} {self.amount} ({self.status})"

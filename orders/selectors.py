@@ -1,0 +1,170 @@
+"""Every read the orders pages need, in a fixed number of queries whatever the number of rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db import connections
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+
+from orders.exceptions import UnknownRegion
+from orders.models import Customer, Order, OrderItem, OrderStatus, Product, Region
+
+ORDER_PAGE_SIZE = 50
+CATALOG_CACHE_KEY = "orders:catalog:v1"
+CATALOG_GENERATION_KEY = "orders:catalog:generation"
+CATALOG_CACHE_SECONDS = 300
+
+
+def _orders_with_details() -> QuerySet[Order]:
+    items = OrderItem.objects.select_related("product").order_by("pk")
+    return (
+        Order.objects.select_related("customer")
+        .prefetch_related(Prefetch("items", queryset=items))
+        .annotate(item_count=Count("items"))
+    )
+
+
+def order_list(
+    *, customer_id: int | None = None, after: int | None = None, limit: int = ORDER_PAGE_SIZE
+) -> list[Order]:
+    """Newest orders first, ``limit`` after the keyset cursor ``after`` (an order id): two queries.
+
+    One query for the orders with their customers joined and item counts annotated, one for all
+    their items with products joined; never one per order.
+    """
+    orders = _orders_with_details().order_by("-pk")
+    if customer_id is not None:
+        orders = orders.filter(customer_id=customer_id)
+    if after is not None:
+        orders = orders.filter(pk__lt=after)
+    return list(orders[:limit])
+
+
+def order_get(*, order_id: int, customer_id: int | None = None) -> Order | None:
+    """One order with customer, items, products and payments; None if absent or not the customer's."""
+    orders = _orders_with_details().prefetch_related("payments").filter(pk=order_id)
+    if customer_id is not None:
+        orders = orders.filter(customer_id=customer_id)
+    return orders.first()
+
+
+def customer_get(*, customer_id: int) -> Customer | None:
+    """A customer with their paid order count and total spent, computed in SQL."""
+    paid = Q(orders__status=OrderStatus.PAID)
+    return (
+        Customer.objects.select_related("user")
+        .annotate(
+            order_count=Count("orders", filter=paid), total_spent=Sum("orders__total", filter=paid)
+        )
+        .filter(pk=customer_id)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class TopCustomer:
+    customer_id: int
+    name: str
+    region: str
+    orders: int
+    total: Decimal
+    region_rank: int
+
+
+TOP_CUSTOMERS_SQL = """
+WITH spend AS (
+    SELECT c.id, c.name, c.region, count(o.id) AS orders, sum(o.total) AS total
+      FROM orders_customer c
+      JOIN orders_order o ON o.customer_id = c.id AND o.status = %(paid)s
+     WHERE %(region)s::text IS NULL OR c.region = %(region)s::text
+     GROUP BY c.id
+)
+SELECT id, name, region, orders, total,
+       rank() OVER (PARTITION BY region ORDER BY total DESC) AS region_rank
+  FROM spend
+ ORDER BY total DESC, id
+ LIMIT %(limit)s
+"""
+
+
+def region_clean(region: str | None) -> str | None:
+    if region in (None, ""):
+        return None
+    if region not in Region.values:
+        raise UnknownRegion(region, Region.values)
+    return region
+
+
+def report_top_customers(
+    *, region: str | None = None, limit: int = 100, using: str = "default"
+) -> list[TopCustomer]:
+    """Customers by paid spend, with their rank within their region (a CTE and a window function).
+
+    Ties share a rank (``rank()``). Raw SQL, parameterized: no value is ever formatted into it.
+    """
+    region = region_clean(region)
+    limit = max(1, min(int(limit), 1000))
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            TOP_CUSTOMERS_SQL, {"paid": OrderStatus.PAID, "region": region, "limit": limit}
+        )
+        return [TopCustomer(*row) for row in cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class DailySales:
+    day: date
+    orders: int
+    revenue: Decimal
+
+
+DAILY_SALES_SQL = """
+SELECT d::date AS day, count(o.id) AS orders, coalesce(sum(o.total), 0) AS revenue
+  FROM generate_series(current_date - (%(days)s - 1), current_date, interval '1 day') AS d
+  LEFT JOIN orders_order o
+    ON o.status = %(paid)s AND o.created_at >= d AND o.created_at < d + interval '1 day'
+ GROUP BY d
+ ORDER BY d
+"""
+
+
+def report_daily_sales(*, days: int = 14, using: str = "default") -> list[DailySales]:
+    """Paid orders and revenue per day for the last ``days`` days, empty days included."""
+    days = max(1, min(int(days), 366))
+    with connections[using].cursor() as cursor:
+        cursor.execute(DAILY_SALES_SQL, {"days": days, "paid": OrderStatus.PAID})
+        return [DailySales(*row) for row in cursor.fetchall()]
+
+
+def _catalog_key() -> str:
+    generation = cache.get_or_set(CATALOG_GENERATION_KEY, 1, None)
+    return f"{CATALOG_CACHE_KEY}:{generation}"
+
+
+def product_catalog() -> list[dict]:
+    """Products for sale, cached; invalidated after any commit that changes a product.
+
+    The cache key carries a generation that invalidation bumps. A reader that loaded the rows
+    just before a change commits stores them under the old generation, where nobody looks again,
+    so it cannot put stale data back after the invalidation.
+    """
+    key = _catalog_key()
+    catalog = cache.get(key)
+    if catalog is None:
+        catalog = list(
+            Product.objects.order_by("sku").values("id", "sku", "name", "price", "stock", "version")
+        )
+        cache.set(key, catalog, CATALOG_CACHE_SECONDS)
+    return catalog
+
+
+def catalog_invalidate() -> None:
+    """Run through transaction.on_commit: only a committed change invalidates."""
+    try:
+        cache.incr(CATALOG_GENERATION_KEY)
+    except ValueError:
+        cache.set(CATALOG_GENERATION_KEY, 2, None)

@@ -1,0 +1,247 @@
+"""Every write of the orders app. Transactions are opened here and nowhere else.
+
+Failure behaviour:
+- ``order_place`` is all or nothing: on any domain error (unknown product, bad line, out of stock,
+  every payment declined) the transaction rolls back, so no order, no item, no payment remains and
+  stock is unchanged. Deadlocks, serialization failures and lock timeouts re-run it
+  (``dbops.retry``); a replay with the same idempotency key returns the first order.
+- ``product_restock`` and ``product_update`` change nothing when the version is stale
+  (``StaleVersion``), so a concurrent edit is never overwritten.
+- The catalog cache is invalidated only after a commit (``transaction.on_commit``): a rolled-back
+  change never touches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Now
+
+from dbops.retry import retry_transaction
+from orders.exceptions import (
+    CustomerNotFound,
+    IdempotencyConflict,
+    InvalidChange,
+    InvalidOrderLine,
+    OutOfStock,
+    PaymentFailed,
+    ProductNotFound,
+    StaleVersion,
+    StockContention,
+)
+from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product
+from orders.payments import PaymentDeclined, PaymentGateway, gateway_get
+from orders.selectors import catalog_invalidate
+
+MAX_QUANTITY = 10_000
+MAX_LINES = 100
+# How many times a buyer re-reads a product and tries again after another buyer changed it first.
+STOCK_RACE_ATTEMPTS = 10
+LOCK_TIMEOUT_MS = 2000
+
+
+def order_lines_clean(lines: Iterable[Any]) -> dict[int, int]:
+    """{product_id: quantity} from [(product_id, quantity), ...] or [{"product_id", "quantity"}, ...]."""
+    cleaned: dict[int, int] = {}
+    for line in lines:
+        if isinstance(line, Mapping):
+            product_id, quantity = line.get("product_id"), line.get("quantity")
+        else:
+            try:
+                product_id, quantity = line
+            except (TypeError, ValueError):
+                raise InvalidOrderLine("expected (product_id, quantity)", line) from None
+        if isinstance(product_id, bool) or not isinstance(product_id, int) or product_id < 1:
+            raise InvalidOrderLine("unknown product", line)
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            raise InvalidOrderLine("quantity must be a whole number", line)
+        if not 1 <= quantity <= MAX_QUANTITY:
+            raise InvalidOrderLine(f"quantity must be between 1 and {MAX_QUANTITY}", line)
+        if product_id in cleaned:
+            raise InvalidOrderLine("the same product appears twice; combine the lines", line)
+        cleaned[product_id] = quantity
+    if not cleaned:
+        raise InvalidOrderLine("an order needs at least one line")
+    if len(cleaned) > MAX_LINES:
+        raise InvalidOrderLine(f"at most {MAX_LINES} lines")
+    return cleaned
+
+
+def _stock_take(product: Product, quantity: int) -> Product:
+    """Take ``quantity`` of ``product`` with a version-checked conditional UPDATE.
+
+    ``UPDATE ... SET stock = stock - q, version = version + 1 WHERE id = %s AND version = %s AND
+    stock >= q``: one row means this buyer won; zero rows means the product changed since it was
+    read (re-read and try again, a bounded number of times) or stock is really short (OutOfStock).
+    """
+    for _ in range(STOCK_RACE_ATTEMPTS):
+        if product.stock < quantity:
+            raise OutOfStock(product, quantity)
+        taken = Product.objects.filter(
+            pk=product.pk, version=product.version, stock__gte=quantity
+        ).update(stock=F("stock") - quantity, version=F("version") + 1, updated_at=Now())
+        if taken:
+            product.stock -= quantity
+            product.version += 1
+            return product
+        product = Product.objects.get(pk=product.pk)
+    raise StockContention(product, STOCK_RACE_ATTEMPTS)
+
+
+def _same_order(order: Order, lines: dict[int, int]) -> bool:
+    return dict(order.items.values_list("product_id", "quantity")) == lines
+
+
+@retry_transaction
+@transaction.atomic(durable=True)
+def _order_place_once(
+    *,
+    customer_id: int,
+    lines: dict[int, int],
+    payment_methods: tuple[str, ...],
+    idempotency_key: str | None,
+    gateway: PaymentGateway,
+) -> Order:
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+    if not Customer.objects.filter(pk=customer_id).exists():
+        raise CustomerNotFound(customer_id)
+    if idempotency_key is not None:
+        earlier = Order.objects.filter(
+            customer_id=customer_id, idempotency_key=idempotency_key
+        ).order_by()[:1]
+        for order in earlier:
+            if not _same_order(order, lines):
+                raise IdempotencyConflict(idempotency_key)
+            return order
+    products = Product.objects.in_bulk(list(lines))
+    missing = sorted(set(lines) - set(products))
+    if missing:
+        raise ProductNotFound(missing)
+
+    total = sum((products[pid].price * qty for pid, qty in lines.items()), Decimal("0.00"))
+    order = Order.objects.create(
+        customer_id=customer_id,
+        status=OrderStatus.PENDING,
+        total=total,
+        idempotency_key=idempotency_key,
+    )
+    # Products in id order: two orders for the same products wait for each other rather than deadlock.
+    for product_id in sorted(lines):
+        products[product_id] = _stock_take(products[product_id], lines[product_id])
+    OrderItem.objects.bulk_create(
+        [
+            OrderItem(order=order, product_id=pid, quantity=qty, unit_price=products[pid].price)
+            for pid, qty in sorted(lines.items())
+        ]
+    )
+
+    declined: list[tuple[str, str]] = []
+    for method in payment_methods:
+        try:
+            # A savepoint per attempt: a declined method leaves no payment row, and the next is tried.
+            with transaction.atomic():
+                payment = Payment.objects.create(order=order, method=method, amount=total)
+                payment.reference = gateway.charge(
+                    method=method, amount=total, reference=f"order-{order.pk}"
+                )
+                payment.save(update_fields=["reference"])
+        except PaymentDeclined as exc:
+            declined.append((method, exc.reason))
+            continue
+        break
+    else:
+        # Raising rolls back the whole transaction: order, items and stock are as before.
+        raise PaymentFailed(declined)
+
+    order.status = OrderStatus.PAID
+    order.save(update_fields=["status"])
+    transaction.on_commit(catalog_invalidate)
+    return order
+
+
+def order_place(
+    *,
+    customer_id: int,
+    lines: Iterable[Any],
+    payment_methods: Iterable[str] = ("card", "wallet"),
+    idempotency_key: str | None = None,
+    gateway: PaymentGateway | None = None,
+) -> Order:
+    """Place an order: stock taken, each payment method tried in turn, all or nothing."""
+    cleaned = order_lines_clean(lines)
+    methods = tuple(payment_methods)
+    if idempotency_key is not None:
+        idempotency_key = str(idempotency_key).strip()
+        if not 1 <= len(idempotency_key) <= 64:
+            raise InvalidChange("idempotency_key", "must be 1 to 64 characters")
+    try:
+        return _order_place_once(
+            customer_id=customer_id,
+            lines=cleaned,
+            payment_methods=methods,
+            idempotency_key=idempotency_key,
+            gateway=gateway or gateway_get(),
+        )
+    except IntegrityError as exc:
+        # Two calls with one key at once: the second waited on the unique index, then failed when
+        # the first committed. Its transaction is gone; answer with the order the first one made.
+        if idempotency_key is None or "order_idempotency_key_per_customer" not in str(exc):
+            raise
+        order = Order.objects.get(customer_id=customer_id, idempotency_key=idempotency_key)
+        if not _same_order(order, cleaned):
+            raise IdempotencyConflict(idempotency_key) from exc
+        return order
+
+
+def _positive_int(value: Any, field: str, maximum: int = 1_000_000) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidChange(field, f"must be a whole number from 1 to {maximum}")
+    return value
+
+
+def _versioned_update(product_id: int, expected_version: int, **values: Any) -> Product:
+    updated = Product.objects.filter(pk=product_id, version=expected_version).update(
+        **values, version=F("version") + 1, updated_at=Now()
+    )
+    current = Product.objects.filter(pk=product_id).first()
+    if current is None:
+        raise ProductNotFound([product_id])
+    if not updated:
+        raise StaleVersion(current)
+    return current
+
+
+@transaction.atomic
+def product_restock(*, product_id: int, quantity: int, expected_version: int) -> Product:
+    """Add stock if nobody changed the product since ``expected_version`` was read."""
+    quantity = _positive_int(quantity, "quantity")
+    product = _versioned_update(product_id, expected_version, stock=F("stock") + quantity)
+    transaction.on_commit(catalog_invalidate)
+    return product
+
+
+PRODUCT_EDITABLE = {"name", "price", "stock"}
+
+
+@transaction.atomic
+def product_update(*, product_id: int, expected_version: int, **changes: Any) -> Product:
+    """Edit a product (admin) with optimistic locking; a stale edit raises ``StaleVersion``."""
+    unknown = set(changes) - PRODUCT_EDITABLE
+    if unknown:
+        raise InvalidChange(", ".join(sorted(unknown)), "cannot be changed here")
+    if "price" in changes and (not isinstance(changes["price"], Decimal) or changes["price"] < 0):
+        raise InvalidChange("price", "must be a Decimal of zero or more")
+    if "stock" in changes and (
+        isinstance(changes["stock"], bool)
+        or not isinstance(changes["stock"], int)
+        or changes["stock"] < 0
+    ):
+        raise InvalidChange("stock", "must be a whole number of zero or more")
+    product = _versioned_update(product_id, expected_version, **changes)
+    transaction.on_commit(catalog_invalidate)
+    return product

@@ -1,0 +1,81 @@
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from orders.demo import customers_seed, orders_seed, products_seed
+from orders.models import Customer, Order, Product
+from orders.services import product_update
+from tests.factories import user_create
+from tests.orders.test_views import big_order
+
+pytestmark = pytest.mark.django_db
+
+CHANGELISTS = ["customer", "product", "order", "orderitem", "payment"]
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(user_create("root", is_staff=True, is_superuser=True))
+    return client
+
+
+def queries(client, path):
+    """Queries of a warm request: process-wide caches (content types, the catalog) already filled."""
+    client.get(path)
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(path).status_code == 200
+    return len(captured)
+
+
+def grow_to(n):
+    products_seed(n)
+    customers_seed(n)
+    orders_seed(n)
+
+
+@pytest.mark.parametrize("model", CHANGELISTS)
+def test_changelists_run_the_same_queries_at_10_and_200_rows(admin_client, model):
+    grow_to(10)
+    few = queries(admin_client, f"/admin/orders/{model}/")
+    grow_to(200)
+    many = queries(admin_client, f"/admin/orders/{model}/")
+    assert few == many <= 8
+
+
+def test_order_change_page_runs_the_same_queries_at_10_and_200_items(admin_client):
+    small, large = big_order(10), big_order(200)
+    few = queries(admin_client, f"/admin/orders/order/{small.pk}/change/")
+    assert few == queries(admin_client, f"/admin/orders/order/{large.pk}/change/") <= 12
+
+
+@pytest.mark.parametrize("model", ["customer", "product"])
+def test_change_pages_run_a_small_fixed_number_of_queries(admin_client, model):
+    grow_to(10)
+    obj = (Customer if model == "customer" else Product).objects.first()
+    assert queries(admin_client, f"/admin/orders/{model}/{obj.pk}/change/") <= 8
+
+
+def test_stale_product_edit_is_a_message_not_a_lost_edit(admin_client):
+    grow_to(1)
+    product = Product.objects.get()
+    product_update(product_id=product.pk, expected_version=product.version, name="Edited elsewhere")
+    response = admin_client.post(
+        f"/admin/orders/product/{product.pk}/change/",
+        {"name": "Mine", "price": "1.00", "stock": "3", "version": product.version},
+        follow=True,
+    )
+    assert b"Not saved" in response.content
+    assert Product.objects.get(pk=product.pk).name == "Edited elsewhere"
+
+
+def test_product_edit_with_the_current_version_saves(admin_client):
+    grow_to(1)
+    product = Product.objects.get()
+    response = admin_client.post(
+        f"/admin/orders/product/{product.pk}/change/",
+        {"name": "Renamed", "price": "1.00", "stock": "3", "version": product.version},
+    )
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert (product.name, product.stock, product.version) == ("Renamed", 3, 2)
+    assert Order.objects.count() <= 1
