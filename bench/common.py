@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import statistics
@@ -71,3 +72,19 @@ def write_results(name: str, title: str, command: str, body: str) -> Path:
     path.write_text(text)
     print(text)
     return path
+
+
+class LogCounter(logging.Handler):
+    """Counts the records a logger emits (retries, lost races). ``Handler.handle`` holds the
+    handler's own lock around ``emit``, so the count needs no lock of its own."""
+
+    def __init__(self, logger_name: str, level: int = logging.DEBUG):
+        super().__init__(level)
+        self.count = 0
+        logger = logging.getLogger(logger_name)
+        logger.addHandler(self)
+        logger.setLevel(level)
+        logger.propagate = False
+
+    def emit(self, record):
+        self.count += 1

@@ -7,4 +7,4 @@ from config.settings.base import *  # noqa: F403
 
 DEBUG = False
 ROOT_URLCONF = "bench.urls"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]

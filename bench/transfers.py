@@ -29,22 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import percentile, table, write_results  # noqa: E402
+from bench.common import LogCounter, percentile, table, write_results  # noqa: E402
 from dbops import embedded  # noqa: E402
 
 OPENING = Decimal("1000.00")
 THREADS = (1, 4, 8)
-
-
-class RetryCounter(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.count = 0
-        self.lock = threading.Lock()
-
-    def emit(self, record):
-        with self.lock:
-            self.count += 1
 
 
 def reset(accounts: int) -> None:
@@ -232,10 +221,7 @@ def main() -> None:
         import django
 
         django.setup()
-        counter = RetryCounter()
-        logging.getLogger("dbops.retry").addHandler(counter)
-        logging.getLogger("dbops.retry").setLevel(logging.INFO)
-        logging.getLogger("dbops.retry").propagate = False
+        counter = LogCounter("dbops.retry", logging.INFO)
 
         ids = populate(args.accounts)
         impls = [

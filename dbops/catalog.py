@@ -81,3 +81,56 @@ def replica_lag_seconds(alias: str) -> float | None:
         )
         lag = cursor.fetchone()[0]
         return None if lag is None else float(lag)
+
+
+def long_transactions(alias: str = "default", *, older_than_s: float = 60) -> list[dict]:
+    """Sessions whose transaction has been open longer than ``older_than_s`` (any state)."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT pid, usename, application_name, state,
+                   extract(epoch FROM now() - xact_start)::float AS age_s, left(query, 200)
+              FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND xact_start IS NOT NULL AND now() - xact_start > make_interval(secs => %s)
+             ORDER BY xact_start
+            """,
+            [older_than_s],
+        )
+        columns = ["pid", "user", "application", "state", "age_s", "query"]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def idle_in_transaction(alias: str = "default", *, older_than_s: float = 30) -> list[dict]:
+    """Sessions idle inside an open transaction: holding locks and snapshots, doing nothing."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT pid, usename, application_name, extract(epoch FROM now() - state_change)::float AS idle_s, left(query, 200)
+              FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND state LIKE 'idle in transaction%%' AND now() - state_change > make_interval(secs => %s)
+             ORDER BY state_change
+            """,
+            [older_than_s],
+        )
+        columns = ["pid", "user", "application", "idle_s", "query"]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def blocked_locks(alias: str = "default") -> list[dict]:
+    """Sessions waiting for a lock, with the sessions blocking them."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT blocked.pid, extract(epoch FROM now() - blocked.query_start)::float AS waiting_s,
+                   left(blocked.query, 200), blocker.pid, blocker.state, left(blocker.query, 200)
+              FROM pg_stat_activity blocked
+              JOIN LATERAL unnest(pg_blocking_pids(blocked.pid)) AS b(pid) ON true
+              JOIN pg_stat_activity blocker ON blocker.pid = b.pid
+             WHERE blocked.datname = current_database()
+             ORDER BY blocked.query_start
+            """
+        )
+        columns = ["pid", "waiting_s", "query", "blocked_by_pid", "blocker_state", "blocker_query"]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]

@@ -15,8 +15,18 @@ class Region(models.TextChoices):
     WEST = "west", "West"
 
 
+def email_normalize(email: str) -> str:
+    """What makes two addresses the same customer: case and surrounding spaces do not."""
+    return (email or "").strip().lower()
+
+
 class Customer(models.Model):
-    """Someone who orders; optionally the login that sees these orders (``user``)."""
+    """Someone who orders; optionally the login that sees these orders (``user``).
+
+    ``email_normalized`` is the worked example of expand -> backfill -> contract (see the README):
+    added nullable (0002), filled by ``manage.py backfill_column``, then made unique and NOT NULL
+    without blocking writes (0003). ``save()`` keeps it in step for new and edited rows.
+    """
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,
@@ -27,15 +37,28 @@ class Customer(models.Model):
     )
     name = models.CharField(max_length=200)
     email = models.EmailField(unique=True)
+    email_normalized = models.CharField(max_length=254, editable=False)
     region = models.CharField(max_length=10, choices=Region.choices)
     created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         ordering = ["pk"]
         indexes = [models.Index(fields=["region"], name="customer_region")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["email_normalized"], name="customer_email_normalized_unique"
+            )
+        ]
 
     def __str__(self):
         return f"{self.name} <{self.email}>"
+
+    def save(self, *args, **kwargs):
+        # A derived column, not business logic: it must never disagree with ``email``.
+        self.email_normalized = email_normalize(self.email)
+        if kwargs.get("update_fields") is not None and "email" in kwargs["update_fields"]:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "email_normalized"}
+        super().save(*args, **kwargs)
 
 
 class Product(models.Model):

@@ -13,6 +13,7 @@ Failure behaviour:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -36,6 +37,8 @@ from orders.exceptions import (
 from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product
 from orders.payments import PaymentDeclined, PaymentGateway, gateway_get
 from orders.selectors import catalog_invalidate
+
+logger = logging.getLogger("orders.stock")
 
 MAX_QUANTITY = 10_000
 MAX_LINES = 100
@@ -88,6 +91,7 @@ def _stock_take(product: Product, quantity: int) -> Product:
             product.stock -= quantity
             product.version += 1
             return product
+        logger.debug("lost the race for %s, re-reading", product.sku)
         product = Product.objects.get(pk=product.pk)
     raise StockContention(product, STOCK_RACE_ATTEMPTS)
 

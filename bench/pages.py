@@ -1,0 +1,274 @@
+"""Pages: constant query counts, the N+1 version of the orders list, optimistic vs pessimistic stock.
+
+In one run against a throwaway PostgreSQL:
+1. each orders page at 10, 100 and 1,000 orders: queries and median server time (in-process
+   requests through the full middleware stack);
+2. the orders list of 50 orders x 5 items rendered from ``order_list`` vs the same template fed
+   plain querysets (a query per order for its items, per item for its product, per order for its
+   customer and item count): queries, median time, ratio;
+3. stock taken from one hot product by 1, 4 and 8 threads, each "order" one transaction taking
+   one unit: optimistic (``orders.services._stock_take``: version-checked conditional UPDATE,
+   re-read on a lost race) vs pessimistic (``select_for_update()`` then an ``F()`` UPDATE).
+
+Writes bench/results/pages.md.
+
+    .venv/bin/python bench/pages.py [--repeat 20] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import LogCounter, percentile, table, write_results  # noqa: E402
+from dbops import embedded  # noqa: E402
+
+
+def timed_requests(client, path: str, repeat: int) -> tuple[int, float]:
+    """(queries, median ms) of warm requests; the count is the page's own X-DB-Query-Count header."""
+    client.get(path)  # warm: process-wide caches filled
+    response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        client.get(path)
+        times.append((time.perf_counter() - started) * 1000)
+    return int(response["X-DB-Query-Count"]), statistics.median(times)
+
+
+def pages_section(repeat: int) -> str:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from orders.demo import customers_seed, orders_seed, products_seed
+    from orders.models import Customer, Order
+
+    staff = get_user_model().objects.create_user("bench-staff", password="x", is_staff=True)
+    Customer.objects.create(
+        user=staff, name="Bench Staff", email="staff@bench.example", region="north"
+    )
+    client = Client()
+    client.force_login(staff)
+    products_seed(60)
+    customers_seed(100)
+    rows = []
+    for size in (10, 100, 1000):
+        orders_seed(size)
+        order = Order.objects.order_by("pk").first()
+        pages = [
+            ("/orders/", "/orders/"),
+            ("/orders/<id>/", f"/orders/{order.pk}/"),
+            ("/orders/customers/<id>/", f"/orders/customers/{order.customer_id}/"),
+            ("/orders/reports/top-customers/", "/orders/reports/top-customers/"),
+            ("/orders/new/", "/orders/new/"),
+        ]
+        for label, path in pages:
+            count, median = timed_requests(client, path, repeat)
+            rows.append([label, size, count, median])
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return table(["page", "orders in database", "queries", "median ms"], rows)
+
+
+def n_plus_one_section(repeat: int) -> str:
+    from django.db import connection
+    from django.template.loader import render_to_string
+    from django.test.utils import CaptureQueriesContext
+
+    from orders.models import Customer, Order, OrderItem, Product
+    from orders.selectors import order_list
+
+    customer = Customer.objects.create(name="N+1 Customer", email="n1@bench.example", region="west")
+    products = list(Product.objects.all()[:5])
+    orders = Order.objects.bulk_create(
+        [Order(customer=customer, total=Decimal("5.00"), status="paid") for _ in range(50)]
+    )
+    OrderItem.objects.bulk_create(
+        [
+            OrderItem(order=o, product=p, quantity=1, unit_price=p.price)
+            for o in orders
+            for p in products
+        ]
+    )
+
+    def real():
+        return render_to_string(
+            "orders/_orders.html", {"orders": order_list(customer_id=customer.pk)}
+        )
+
+    def naive():
+        page = list(Order.objects.filter(customer_id=customer.pk).order_by("-pk")[:50])
+        for order in page:
+            order.item_count = order.items.count()  # what the annotation does in SQL
+        return render_to_string("orders/_orders.html", {"orders": page})
+
+    results = {}
+    for label, fn in (
+        ("order_list (select_related + Prefetch + annotate)", real),
+        ("plain querysets (N+1)", naive),
+    ):
+        fn()
+        with CaptureQueriesContext(connection) as captured:
+            html = fn()
+        assert html.count("<tr>") == 51, "both render the same 50 rows"
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - started) * 1000)
+        results[label] = (len(captured), statistics.median(times))
+    (real_q, real_t), (naive_q, naive_t) = results.values()
+    rows = [
+        [label, q, t, f"{naive_t / t:.1f}x" if q == real_q else "1.0x"]
+        for label, (q, t) in results.items()
+    ]
+    return table(
+        ["orders list, 50 orders x 5 items", "queries", "median ms", "speed-up of the real page"],
+        rows,
+    )
+
+
+def optimistic_take(product_id: int) -> None:
+    from django.db import transaction
+
+    from orders.models import Product
+    from orders.services import _stock_take
+
+    with transaction.atomic():
+        _stock_take(Product.objects.get(pk=product_id), 1)
+
+
+def pessimistic_take(product_id: int) -> None:
+    from django.db import transaction
+    from django.db.models import F
+
+    from orders.exceptions import OutOfStock
+    from orders.models import Product
+
+    with transaction.atomic():
+        product = Product.objects.select_for_update().get(pk=product_id)
+        if product.stock < 1:
+            raise OutOfStock(product, 1)
+        Product.objects.filter(pk=product_id).update(stock=F("stock") - 1, version=F("version") + 1)
+
+
+def stock_section(seconds: float) -> str:
+    from django.db import DatabaseError, connection
+
+    from orders.models import Product
+
+    counter = LogCounter("orders.stock")
+    product = Product.objects.create(
+        sku="HOT-1", name="Hot product", price=Decimal("1.00"), stock=10_000_000
+    )
+    rows = []
+    for label, take in (
+        ("optimistic (version check)", optimistic_take),
+        ("pessimistic (select_for_update)", pessimistic_take),
+    ):
+        for threads in (1, 4, 8):
+            counter.count = 0
+            done = [0] * threads
+            failed = [0] * threads
+            latencies: list[list[float]] = [[] for _ in range(threads)]
+            barrier = threading.Barrier(threads + 1)
+            stop = [0.0]
+
+            def worker(
+                i,
+                take=take,
+                done=done,
+                failed=failed,
+                latencies=latencies,
+                barrier=barrier,
+                stop=stop,
+            ):
+                try:
+                    barrier.wait()
+                    while (started := time.perf_counter()) < stop[0]:
+                        try:
+                            take(product.pk)
+                            done[i] += 1
+                            latencies[i].append((time.perf_counter() - started) * 1000)
+                        except DatabaseError:
+                            failed[i] += 1
+                        except Exception:
+                            failed[i] += 1
+                finally:
+                    connection.close()
+
+            pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+            for t in pool:
+                t.start()
+            stop[0] = time.perf_counter() + seconds
+            barrier.wait()
+            for t in pool:
+                t.join()
+            flat = [x for per in latencies for x in per]
+            rows.append(
+                [
+                    label,
+                    threads,
+                    sum(done) / seconds,
+                    percentile(flat, 50),
+                    percentile(flat, 99),
+                    counter.count,
+                    sum(failed),
+                ]
+            )
+    return table(
+        [
+            "stock decrement, one hot product",
+            "threads",
+            "orders/s",
+            "p50 ms",
+            "p99 ms",
+            "retries (lost races)",
+            "failed",
+        ],
+        rows,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=20, help="requests per page for the median")
+    parser.add_argument("--seconds", type=float, default=5, help="measured time per stock run")
+    args = parser.parse_args()
+
+    with embedded.temporary_server() as server:
+        os.environ["DATABASE_URL"] = server.socket_url()
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.site")
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        pages = pages_section(args.repeat)
+        print(pages, file=sys.stderr)
+        n1 = n_plus_one_section(args.repeat)
+        print(n1, file=sys.stderr)
+        stock = stock_section(args.seconds)
+
+    body = (
+        "In-process requests through the full middleware stack (DEBUG off), PostgreSQL 18 (embedded) over a unix "
+        f"socket; medians of {args.repeat} warm requests.\n\n## Queries per page\n\n{pages}\n\n"
+        f"## The orders list with and without the selector\n\n{n1}\n\n"
+        f"## Optimistic vs pessimistic stock, {args.seconds:g} s per run\n\n{stock}\n"
+    )
+    write_results("pages", "Pages, N+1 and stock locking", "bench/pages.py", body)
+
+
+if __name__ == "__main__":
+    main()
