@@ -6,9 +6,10 @@ the same transaction. So a batch is all or nothing, a killed run resumes exactly
 committed batch, and no row is updated twice. No lock is held between batches.
 
 Failure behaviour: a batch that hits a statement or lock timeout, a deadlock or a serialization
-failure is retried, then split in half (down to one row); a batch that still fails, or fails for
-any other reason (a constraint the new values break, say), stops the run with status ``failed``,
-its checkpoint kept and the error recorded; running the same command again resumes it.
+failure is retried; a batch that keeps failing, for those or any other reason (a constraint the new
+values break, say), is split in half, down to one row. A single row that still fails stops the run
+with status ``failed``: the checkpoint is right before that row, the error is recorded, and running
+the same command again (after fixing the cause) resumes there.
 """
 
 from __future__ import annotations
@@ -362,23 +363,22 @@ def _batches(plan: BackfillPlan, run: BackfillRun, progress) -> BackfillRun:
         try:
             upper, filled = _batch(plan, run, after, size, holder)
         except (DatabaseError, psycopg.Error) as exc:
-            state = sqlstate(exc)
-            reason = RETRYABLE.get(state)
-            if reason is not None:
-                tries += 1
-                if tries < TRIES_PER_SIZE:
-                    BackfillRun.objects.using(plan.database).filter(pk=run.pk).update(
-                        retries=F("retries") + 1
-                    )
-                    time.sleep(random.uniform(0.5, 1.0) * 0.1 * 2**tries)
-                    continue
-                if size > MIN_BATCH:
-                    size = max(MIN_BATCH, size // 2)
-                    tries = 0
-                    BackfillRun.objects.using(plan.database).filter(pk=run.pk).update(
-                        splits=F("splits") + 1
-                    )
-                    continue
+            tries += 1
+            if sqlstate(exc) in RETRYABLE and tries < TRIES_PER_SIZE:
+                BackfillRun.objects.using(plan.database).filter(pk=run.pk).update(
+                    retries=F("retries") + 1
+                )
+                time.sleep(random.uniform(0.5, 1.0) * 0.1 * 2**tries)
+                continue
+            if size > MIN_BATCH:
+                # Halve: a timeout may pass with fewer rows, and a bad row is narrowed down to one,
+                # so the rows before it are filled and the checkpoint stops right before it.
+                size = max(MIN_BATCH, size // 2)
+                tries = 0
+                BackfillRun.objects.using(plan.database).filter(pk=run.pk).update(
+                    splits=F("splits") + 1
+                )
+                continue
             _fail(plan, run, after, exc)
         tries = 0
         elapsed_ms = holder[0]
@@ -417,7 +417,7 @@ def _fraction(min_pk: int | None, max_pk: int | None, done_to: int) -> float:
 
 def _fail(plan: BackfillPlan, run: BackfillRun, after: int, exc: Exception):
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    where = "from the start" if after == START_KEY else f"after primary key {after}"
+    where = "at the first row" if after == START_KEY else f"at the row after primary key {after}"
     try:
         BackfillRun.objects.using(plan.database).filter(pk=run.pk).update(
             status=BackfillStatus.FAILED, last_error=message, updated_at=timezone.now()
@@ -425,6 +425,6 @@ def _fail(plan: BackfillPlan, run: BackfillRun, after: int, exc: Exception):
     except DatabaseError:
         pass  # the connection died with the batch; the run stays 'running' and resumes the same way
     raise BackfillError(
-        f"Batch {where} failed: {message}. Run #{run.pk} keeps its checkpoint; fix the cause and run "
+        f"The backfill stopped {where}: {message}. Run #{run.pk} keeps its checkpoint; fix the cause and run "
         "the same command again to resume."
     ) from exc

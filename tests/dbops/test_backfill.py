@@ -1,0 +1,288 @@
+"""backfill_column against real tables; an audit trigger counts every update of every row."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from dbops.models import BackfillRun, BackfillStatus
+from orders.models import Product
+from tests.helpers import ROOT, raw_connection, subprocess_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FILL = ["orders.Product", "name", "--expression", "upper(name)", "--where", "name <> upper(name)"]
+
+
+@pytest.fixture
+def products():
+    """Products with lower-case names, and a trigger recording each update of a name."""
+    Product.objects.bulk_create(
+        [Product(sku=f"B-{i:04d}", name=f"thing {i}", price="1.00", stock=1) for i in range(1, 201)]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE backfill_audit (product_id bigint NOT NULL)")
+        cursor.execute(
+            """
+            CREATE FUNCTION backfill_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO backfill_audit VALUES (NEW.id); RETURN NEW; END $$
+            """
+        )
+        cursor.execute(
+            "CREATE TRIGGER backfill_audit AFTER UPDATE OF name ON orders_product FOR EACH ROW EXECUTE FUNCTION backfill_audit_row()"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER IF EXISTS backfill_audit ON orders_product")
+        cursor.execute("DROP FUNCTION IF EXISTS backfill_audit_row()")
+        cursor.execute("DROP TABLE IF EXISTS backfill_audit")
+
+
+def updates_per_row() -> dict[int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT product_id, count(*) FROM backfill_audit GROUP BY product_id")
+        return dict(cursor.fetchall())
+
+
+def names_left() -> int:
+    return Product.objects.exclude(name__regex=r"^[^a-z]*$").count()
+
+
+def run(*args, **kwargs):
+    out = StringIO()
+    call_command("backfill_column", *args, stdout=out, stderr=out, **kwargs)
+    return out.getvalue()
+
+
+def test_fills_every_row_once_in_batches(products):
+    output = run(*FILL, "--batch-size", "17")
+    assert names_left() == 0
+    counts = updates_per_row()
+    assert len(counts) == 200 and set(counts.values()) == {1}
+    run_ = BackfillRun.objects.get()
+    assert (run_.status, run_.rows_done, run_.target) == (
+        BackfillStatus.DONE,
+        200,
+        "orders.Product.name",
+    )
+    assert run_.batches >= 2
+    assert "Done: orders.Product.name: 200 rows" in output
+
+
+def test_plain_progress_lines_when_not_on_a_terminal(products):
+    output = run(*FILL, "--batch-size", "10", "--target-batch-ms", "1000000")
+    assert "orders.Product.name: " in output and "rows/s, ETA" in output
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(products):
+    output = run(*FILL, "--dry-run")
+    assert 'UPDATE "orders_product" SET "name" = (upper(name))' in output
+    assert "Rows to fill now: 200" in output
+    assert names_left() == 200 and updates_per_row() == {}
+    assert BackfillRun.objects.count() == 0
+
+
+def test_value_and_from_field_sources(products):
+    run("orders.Product", "name", "--value", "Renamed", "--where", "id % 2 = 0")
+    assert Product.objects.filter(name="Renamed").count() == 100
+    run("orders.Product", "name", "--from-field", "sku", "--where", "name = 'Renamed'")
+    assert Product.objects.filter(name__startswith="B-").count() == 100
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nope.Product", "name", "--value", "x"], "Unknown model 'nope.Product'"),
+        (["orders.Nope", "name", "--value", "x"], "Unknown model 'orders.Nope'"),
+        (["Product", "name", "--value", "x"], "give it as app_label.Model"),
+        (["orders.Product", "colour", "--value", "x"], "has no field 'colour'"),
+        (["orders.Product", "id", "--value", "1"], "is the primary key"),
+        (["orders.Product", "order_items", "--value", "1"], "not a column"),
+        (["orders.Product", "name"], "Give exactly one of --value, --from-field or --expression."),
+        (
+            ["orders.Product", "name", "--value", "x", "--expression", "'y'"],
+            "got value, expression",
+        ),
+        (
+            ["orders.Product", "name", "--expression", "lower(no_such_column)"],
+            "PostgreSQL rejects this backfill",
+        ),
+        (
+            ["orders.Product", "name", "--expression", "lower(name", "--where", "true"],
+            "PostgreSQL rejects this backfill",
+        ),
+        (
+            ["orders.Product", "name", "--value", "x", "--where", "stock >>> 1"],
+            "PostgreSQL rejects this backfill",
+        ),
+        (
+            ["orders.Product", "name", "--expression", "'a'; DROP TABLE orders_product"],
+            "PostgreSQL rejects this backfill",
+        ),
+        (["orders.Product", "stock", "--value", "many"], "does not fit orders.Product.stock"),
+        (["orders.Product", "name", "--value", "x" * 201], "does not fit orders.Product.name"),
+        (["orders.Product", "name", "--from-field", "nope"], "no field 'nope' to copy from"),
+        (
+            ["orders.Product", "name", "--value", "x", "--batch-size", "0"],
+            "--batch-size must be at least 1",
+        ),
+        (
+            ["orders.Product", "name", "--value", "x", "--database", "elsewhere"],
+            "Unknown database alias",
+        ),
+    ],
+)
+def test_bad_input_is_a_command_error_before_anything_is_written(products, args, message):
+    with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run(*args)
+    assert names_left() == 200 and updates_per_row() == {}
+    assert BackfillRun.objects.count() == 0
+    assert Product.objects.count() == 200
+
+
+def test_resume_after_sigkill_fills_every_row_exactly_once(products):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "backfill_column",
+            *FILL,
+            "--batch-size",
+            "5",
+            "--target-batch-ms",
+            "1000000",
+            "--sleep",
+            "0.05",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while BackfillRun.objects.filter(rows_done__gte=20).count() == 0:
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "the subprocess made no progress"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+
+    killed = BackfillRun.objects.get()
+    assert killed.status == BackfillStatus.RUNNING  # never got to say otherwise
+    assert 20 <= killed.rows_done < 200
+    assert names_left() == 200 - killed.rows_done  # the checkpoint names exactly the rows done
+
+    output = run(*FILL)
+    resumed = BackfillRun.objects.get()
+    assert (
+        resumed.pk == killed.pk
+        and resumed.status == BackfillStatus.DONE
+        and resumed.rows_done == 200
+    )
+    assert names_left() == 0
+    counts = updates_per_row()
+    assert len(counts) == 200 and set(counts.values()) == {1}, "a row was updated twice"
+    assert "Done" in output
+
+
+def test_statement_timeout_retries_then_splits_the_batch(products):
+    slow = [
+        "orders.Product",
+        "name",
+        "--expression",
+        "(SELECT upper(name) FROM pg_sleep(0.01 + 0 * length(name)))",
+        "--where",
+        "name <> upper(name) AND id <= (SELECT min(id) + 39 FROM orders_product)",
+    ]
+    run(*slow, "--batch-size", "40", "--statement-timeout-ms", "150", "--target-batch-ms", "50")
+    result = BackfillRun.objects.get()
+    assert result.status == BackfillStatus.DONE
+    assert result.retries >= 1 and result.splits >= 1
+    counts = updates_per_row()
+    assert len(counts) == 40 and set(counts.values()) == {1}
+
+
+def test_a_run_that_cannot_go_on_fails_keeping_its_checkpoint(products):
+    first_id = Product.objects.order_by("pk").first().pk
+    failing = [
+        "orders.Product",
+        "name",
+        "--expression",
+        f"CASE WHEN id < {first_id + 50} THEN upper(name) END",
+        "--where",
+        "name <> upper(name)",
+    ]
+    with pytest.raises(
+        CommandError, match="keeps its checkpoint; fix the cause and run the same command again"
+    ):
+        run(*failing, "--batch-size", "10", "--target-batch-ms", "1000000")
+    failed = BackfillRun.objects.get()
+    assert failed.status == BackfillStatus.FAILED and "null value" in failed.last_error
+    assert failed.rows_done == 50 and failed.last_pk == first_id + 49
+    assert names_left() == 150
+
+
+def test_different_options_for_an_unfinished_run_are_refused_and_restart_starts_over(products):
+    first_id = Product.objects.order_by("pk").first().pk
+    with pytest.raises(CommandError):
+        run(
+            "orders.Product",
+            "name",
+            "--expression",
+            f"CASE WHEN id < {first_id + 10} THEN upper(name) END",
+            "--where",
+            "name <> upper(name)",
+            "--batch-size",
+            "10",
+        )
+    with pytest.raises(CommandError, match="used different options"):
+        run(*FILL)
+    run(*FILL, "--restart")
+    assert names_left() == 0
+    assert sorted(BackfillRun.objects.values_list("status", flat=True)) == ["abandoned", "done"]
+
+
+def test_a_second_run_of_the_same_target_at_once_is_refused(products):
+    holder = raw_connection()
+    holder.execute(
+        "SELECT pg_advisory_lock(hashtextextended('dbops.backfill:orders.Product.name', 0))"
+    )
+    try:
+        with pytest.raises(
+            CommandError, match="Another backfill of orders.Product.name is running"
+        ):
+            run(*FILL)
+    finally:
+        holder.close()
+    assert names_left() == 200
+
+
+def test_help_names_every_option():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "backfill_column", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for option in [
+        "--value",
+        "--from-field",
+        "--expression",
+        "--where",
+        "--batch-size",
+        "--target-batch-ms",
+        "--sleep",
+        "--lock-timeout-ms",
+        "--statement-timeout-ms",
+        "--dry-run",
+        "--restart",
+        "--database",
+    ]:
+        assert option in result.stdout

@@ -1,0 +1,303 @@
+"""Each operation applied and reversed on real tables, outside a transaction, as migrate runs them."""
+
+import logging
+import threading
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, NotSupportedError, connection, models, transaction
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.state import ModelState
+
+from dbops import catalog
+from dbops.doctor import examine
+from dbops.operations import (
+    AddForeignKeyNotValid,
+    AddIndexConcurrently,
+    AddUniqueConstraintConcurrently,
+    MigrationBlocked,
+    RemoveIndexConcurrently,
+    SetNotNullPhased,
+    ValidateConstraint,
+    index_state,
+)
+from orders.models import Customer
+from tests.factories import customer_create
+from tests.helpers import raw_connection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def current_state():
+    return MigrationLoader(connection).project_state()
+
+
+def forwards(operation, state=None, app_label="orders"):
+    state = state or current_state()
+    new_state = state.clone()
+    operation.state_forwards(app_label, new_state)
+    with connection.schema_editor(atomic=False) as editor:
+        operation.database_forwards(app_label, editor, state, new_state)
+    return state, new_state
+
+
+def backwards(operation, state, new_state, app_label="orders"):
+    with connection.schema_editor(atomic=False) as editor:
+        operation.database_backwards(app_label, editor, new_state, state)
+
+
+def constraint(name):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT convalidated FROM pg_constraint WHERE conname = %s", [name])
+        row = cursor.fetchone()
+    return None if row is None else ("valid" if row[0] else "not valid")
+
+
+def column_nullable(table, column):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT is_nullable FROM information_schema.columns WHERE table_name = %s AND column_name = %s",
+            [table, column],
+        )
+        return cursor.fetchone()[0] == "YES"
+
+
+def test_add_index_concurrently_applies_and_reverses():
+    op = AddIndexConcurrently("customer", models.Index(fields=["name"], name="test_customer_name"))
+    state, new_state = forwards(op)
+    assert index_state(connection, "test_customer_name") == "valid"
+    backwards(op, state, new_state)
+    assert index_state(connection, "test_customer_name") is None
+
+
+def test_remove_index_concurrently_applies_and_reverses():
+    op = RemoveIndexConcurrently("customer", "customer_region")
+    state, new_state = forwards(op)
+    assert index_state(connection, "customer_region") is None
+    backwards(op, state, new_state)
+    assert index_state(connection, "customer_region") == "valid"
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        AddIndexConcurrently("customer", models.Index(fields=["name"], name="test_customer_name")),
+        AddUniqueConstraintConcurrently(
+            "customer", models.UniqueConstraint(fields=["name"], name="test_unique_name")
+        ),
+        SetNotNullPhased("customer", "name"),
+        ValidateConstraint("customer", "customer_email_normalized_unique"),
+    ],
+    ids=lambda op: op.__class__.__name__,
+)
+def test_operations_refuse_to_run_inside_a_transaction(operation):
+    state = current_state()
+    new_state = state.clone()
+    operation.state_forwards("orders", new_state)
+    with transaction.atomic(), connection.schema_editor(atomic=False) as editor:
+        with pytest.raises(NotSupportedError, match="set atomic = False on the migration"):
+            operation.database_forwards("orders", editor, state, new_state)
+
+
+def test_leftover_invalid_index_is_dropped_and_built_again():
+    customer_create(region="north")
+    customer_create(region="north")
+    with connection.cursor() as cursor, pytest.raises(IntegrityError):
+        # A concurrent build that fails (duplicates) leaves its index behind, INVALID.
+        cursor.execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY test_region_idx ON orders_customer (region)"
+        )
+    assert index_state(connection, "test_region_idx") == "invalid"
+    assert catalog.invalid_indexes() == [{"index": "test_region_idx", "table": "orders_customer"}]
+
+    op = AddIndexConcurrently("customer", models.Index(fields=["region"], name="test_region_idx"))
+    state, new_state = forwards(op)
+    assert index_state(connection, "test_region_idx") == "valid"
+    assert catalog.invalid_indexes() == []
+    backwards(op, state, new_state)
+
+
+def test_lock_timeout_is_retried_until_the_other_transaction_lets_go(caplog):
+    holder = raw_connection(autocommit=False)
+    holder.execute("LOCK TABLE orders_customer IN SHARE ROW EXCLUSIVE MODE")
+    op = AddIndexConcurrently(
+        "customer",
+        models.Index(fields=["name"], name="test_customer_name"),
+        lock_timeout_ms=100,
+        attempts=10,
+    )
+    op.base_delay = 0.05
+    first_timeout = threading.Event()
+
+    class ReleaseOnFirstRetry(logging.Handler):
+        def emit(self, record):
+            first_timeout.set()
+
+    handler = ReleaseOnFirstRetry()
+    logging.getLogger("dbops.migrations").addHandler(handler)
+    releaser = threading.Thread(target=lambda: (first_timeout.wait(10), holder.rollback()))
+    releaser.start()
+    try:
+        state, new_state = forwards(op)
+    finally:
+        releaser.join()
+        holder.close()
+        logging.getLogger("dbops.migrations").removeHandler(handler)
+    assert first_timeout.is_set()
+    assert index_state(connection, "test_customer_name") == "valid"
+    backwards(op, state, new_state)
+
+
+def test_lock_that_never_goes_stops_the_migration_with_what_to_do():
+    holder = raw_connection(autocommit=False)
+    holder.execute("LOCK TABLE orders_customer IN SHARE ROW EXCLUSIVE MODE")
+    op = AddIndexConcurrently(
+        "customer",
+        models.Index(fields=["name"], name="test_customer_name"),
+        lock_timeout_ms=50,
+        attempts=2,
+    )
+    op.base_delay = 0.01
+    try:
+        with pytest.raises(MigrationBlocked, match="db_doctor"):
+            forwards(op)
+    finally:
+        holder.rollback()
+        holder.close()
+    # Whatever the killed build left is cleaned up by the next run.
+    state, new_state = forwards(op)
+    assert index_state(connection, "test_customer_name") == "valid"
+    backwards(op, state, new_state)
+
+
+def test_unique_constraint_concurrently_applies_and_reverses():
+    customer_create(name="A")
+    customer_create(name="B")
+    op = AddUniqueConstraintConcurrently(
+        "customer", models.UniqueConstraint(fields=["name"], name="test_unique_name")
+    )
+    state, new_state = forwards(op)
+    assert constraint("test_unique_name") == "valid"
+    with pytest.raises(IntegrityError):
+        customer_create(name="A")
+    backwards(op, state, new_state)
+    assert constraint("test_unique_name") is None
+    assert index_state(connection, "test_unique_name") is None
+
+
+@pytest.fixture
+def child_table():
+    """A scratch model with an unconstrained foreign key and a nullable column."""
+    state = current_state()
+    state.add_model(
+        ModelState(
+            "orders",
+            "ScratchChild",
+            [
+                ("id", models.BigAutoField(primary_key=True)),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        "orders.customer", on_delete=models.CASCADE, db_constraint=False
+                    ),
+                ),
+                ("note", models.CharField(max_length=20, null=True)),
+            ],
+        )
+    )
+    model = state.apps.get_model("orders", "ScratchChild")
+    with connection.schema_editor() as editor:
+        editor.create_model(model)
+    yield state
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS orders_scratchchild")
+
+
+def insert_child(customer_id, note="x"):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO orders_scratchchild (customer_id, note) VALUES (%s, %s)",
+            [customer_id, note],
+        )
+
+
+def test_foreign_key_not_valid_checks_new_rows_then_validates_old_ones(child_table):
+    customer = customer_create()
+    insert_child(customer.pk)
+    insert_child(999_999)  # an orphan from before the constraint
+    add = AddForeignKeyNotValid("scratchchild", "customer", "scratch_customer_fk")
+    state, new_state = forwards(add, child_table)
+    assert constraint("scratch_customer_fk") == "not valid"
+    assert new_state.models["orders", "scratchchild"].fields["customer"].db_constraint is True
+    with pytest.raises(IntegrityError):
+        insert_child(888_888)  # new rows are checked at once
+
+    validate = ValidateConstraint("scratchchild", "scratch_customer_fk")
+    with pytest.raises(IntegrityError):
+        forwards(validate, new_state)  # the old orphan fails validation
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM orders_scratchchild WHERE customer_id = 999999")
+    forwards(validate, new_state)
+    assert constraint("scratch_customer_fk") == "valid"
+    backwards(add, state, new_state)
+    assert constraint("scratch_customer_fk") is None
+
+
+def test_set_not_null_in_phases_applies_resumes_and_reverses(child_table):
+    customer = customer_create()
+    insert_child(customer.pk, "a")
+    insert_child(customer.pk, None)
+    op = SetNotNullPhased("scratchchild", "note")
+    with pytest.raises(IntegrityError):
+        forwards(op, child_table)  # VALIDATE finds the NULL; the column is untouched
+    assert column_nullable("orders_scratchchild", "note")
+    assert constraint("orders_scratchchild_note_not_null") == "not valid"
+
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE orders_scratchchild SET note = 'b' WHERE note IS NULL")
+    state, new_state = forwards(op, child_table)  # picks up where it stopped
+    assert not column_nullable("orders_scratchchild", "note")
+    assert constraint("orders_scratchchild_note_not_null") is None
+    assert new_state.models["orders", "scratchchild"].fields["note"].null is False
+    backwards(op, state, new_state)
+    assert column_nullable("orders_scratchchild", "note")
+
+
+def test_contract_migration_stops_before_any_lock_until_the_backfill_is_done(capsys):
+    try:
+        call_command("migrate", "orders", "0002", verbosity=0)
+        assert constraint("customer_email_normalized_unique") is None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO orders_customer (name, email, region, created_at) VALUES ('Legacy', ' Old@Example.COM ', 'north', now())"
+            )
+        findings = {f.check: f for f in examine()}
+        assert not findings["migrations"].ok
+
+        with pytest.raises(MigrationBlocked) as excinfo:
+            call_command("migrate", "orders", verbosity=0)
+        assert (
+            'backfill_column orders.Customer email_normalized --expression "lower(btrim(email))"'
+            in str(excinfo.value)
+        )
+        assert constraint("customer_email_normalized_unique") is None
+        assert column_nullable("orders_customer", "email_normalized")
+
+        call_command(
+            "backfill_column",
+            "orders.Customer",
+            "email_normalized",
+            "--expression",
+            "lower(btrim(email))",
+            verbosity=0,
+        )
+        call_command("migrate", "orders", verbosity=0)
+        assert constraint("customer_email_normalized_unique") == "valid"
+        assert not column_nullable("orders_customer", "email_normalized")
+        assert Customer.objects.get(name="Legacy").email_normalized == "old@example.com"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE orders_customer SET email_normalized = lower(btrim(email)) WHERE email_normalized IS NULL"
+            )
+        call_command("migrate", verbosity=0)
