@@ -29,8 +29,12 @@ serve: install  ## production settings under gunicorn (needs DJANGO_SECRET_KEY a
 	DJANGO_SETTINGS_MODULE=config.settings.production $(VENV)/bin/gunicorn config.wsgi \
 		--bind $(HOST):$(PORT) --workers $${WEB_CONCURRENCY:-2}
 
-bench: install  ## run every benchmark; tables go to bench/results/
+bench: install  ## run every benchmark (about 15 minutes); tables go to bench/results/
 	$(PY) bench/connections.py
+	$(PY) bench/transfers.py
+	$(PY) bench/pages.py
+	$(PY) bench/backfill.py
+	$(PY) bench/index.py
 
 lint: install
 	$(VENV)/bin/ruff format --check .

@@ -1,0 +1,155 @@
+"""Backfill: ``backfill_column`` vs one single UPDATE, with application writes timed throughout.
+
+On a customers table of 2,000,000 rows (default) on a throwaway PostgreSQL, in one run:
+(1) ``backfill_column orders.Customer email_normalized --expression "lower(btrim(email))"``;
+(2) after resetting the column, ``UPDATE orders_customer SET email_normalized = lower(btrim(email))``.
+A writer updates random single rows (every 5 ms) during both and times each write. Reports rows/s,
+the ratio of (1) to (2), the longest batch, and the writer's p50/p99/max in each.
+Writes bench/results/backfill.md.
+
+    .venv/bin/python bench/backfill.py [--rows 2000000] [--target-batch-ms 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import table, write_results  # noqa: E402
+from bench.dataset import Writer, customers_populate, django_setup  # noqa: E402
+from dbops import embedded  # noqa: E402
+
+EXPRESSION = "lower(btrim(email))"
+SINGLE_UPDATE = "UPDATE orders_customer SET email_normalized = lower(btrim(email)) WHERE email_normalized IS NULL"
+
+
+def reset_column() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE orders_customer SET email_normalized = NULL")
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE orders_customer")
+
+
+def filled() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM orders_customer WHERE email_normalized = lower(btrim(email))"
+        )
+        return cursor.fetchone()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--target-batch-ms", type=float, default=200)
+    args = parser.parse_args()
+
+    with embedded.temporary_server(
+        settings={"max_wal_size": "4GB", "checkpoint_timeout": "30min"}
+    ) as server:
+        django_setup(server.socket_url())
+        from django.db import connection
+
+        from dbops.backfill import backfill, plan_build
+
+        print(f"populating {args.rows:,} customers...", file=sys.stderr)
+        customers_populate(args.rows, migrate_to="0002")
+        rows = []
+
+        writer = Writer(server.socket_url(), args.rows)
+        writer.start()
+        time.sleep(1)
+        plan = plan_build(
+            model_label="orders.Customer",
+            field_name="email_normalized",
+            expression=EXPRESSION,
+            batch_size=1000,
+            target_batch_ms=args.target_batch_ms,
+        )
+        started_at = time.monotonic()
+        run = backfill(plan)
+        ended_at = time.monotonic()
+        writer.stop()
+        assert filled() == args.rows, "every row filled"
+        backfill_s = ended_at - started_at
+        w = writer.window(started_at, ended_at)
+        rows.append(
+            [
+                "backfill_column",
+                f"{backfill_s:.1f}",
+                args.rows / backfill_s,
+                f"{run.batches:,}",
+                f"{run.longest_batch_ms:.0f}",
+                w["writes"],
+                w["p50"],
+                w["p99"],
+                w["max"],
+            ]
+        )
+        print(rows[-1], file=sys.stderr)
+
+        reset_column()
+        writer = Writer(server.socket_url(), args.rows)
+        writer.start()
+        time.sleep(1)
+        started_at = time.monotonic()
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 0")
+            cursor.execute(SINGLE_UPDATE)
+        ended_at = time.monotonic()
+        writer.stop()
+        assert filled() == args.rows
+        single_s = ended_at - started_at
+        w = writer.window(started_at, ended_at)
+        rows.append(
+            [
+                "single UPDATE",
+                f"{single_s:.1f}",
+                args.rows / single_s,
+                "1",
+                f"{single_s * 1000:.0f}",
+                w["writes"],
+                w["p50"],
+                w["p99"],
+                w["max"],
+            ]
+        )
+        print(rows[-1], file=sys.stderr)
+
+    ratio = rows[0][2] / rows[1][2]
+    body = (
+        f'{args.rows:,} customers, `--expression "{EXPRESSION}"`, target batch {args.target_batch_ms:g} ms; '
+        "a writer updates one random row every 5 ms throughout, each write timed. PostgreSQL 18 (embedded).\n\n"
+        + table(
+            [
+                "method",
+                "seconds",
+                "rows/s",
+                "batches",
+                "longest batch ms",
+                "writes",
+                "writer p50 ms",
+                "writer p99 ms",
+                "writer max ms",
+            ],
+            rows,
+        )
+        + f"\n\nbackfill_column rows/s vs the single UPDATE: **{ratio:.2f}x**; its longest batch "
+        f"{float(rows[0][4]):.0f} ms against a {args.target_batch_ms:g} ms target "
+        f"({float(rows[0][4]) / args.target_batch_ms:.1f}x).\n"
+    )
+    write_results("backfill", "Backfill vs single UPDATE", "bench/backfill.py", body)
+
+
+if __name__ == "__main__":
+    main()
