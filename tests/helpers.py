@@ -131,3 +131,18 @@ def wsgi_request(path: str, method: str = "GET") -> tuple[int, dict, bytes]:
     finally:
         response.close()  # sends request_finished
     return captured["status"], captured["headers"], body
+
+
+def in_threads(count: int, target) -> list:
+    """Run target(i) for i in range(count) in real threads at once, each with its own connection
+    (closed when it finishes); return the results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(i):
+        try:
+            return target(i)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))

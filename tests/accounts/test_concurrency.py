@@ -2,7 +2,6 @@
 
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -13,22 +12,9 @@ from accounts.models import Account, LedgerEntry, Transfer
 from accounts.services import account_update, transfer_create
 from tests.accounts.invariants import assert_ledger_matches_balances, total_money
 from tests.factories import account_create, user_create
-from tests.helpers import raw_connection
+from tests.helpers import in_threads, raw_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def in_threads(count: int, target) -> list:
-    """Run target(i) in ``count`` threads at once; each closes its connection when done."""
-
-    def run(i):
-        try:
-            return target(i)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def test_opposite_transfers_from_many_threads_never_deadlock_and_conserve_money():

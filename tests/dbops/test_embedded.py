@@ -33,3 +33,19 @@ def test_embedded_db_status_does_not_start_the_server():
     )
     assert result.returncode == 0
     assert "status: is it running" in result.stdout
+
+
+def test_start_from_several_processes_at_once_gives_one_server(tmp_path):
+    pgdata = tmp_path / "data"
+    code = f"from pathlib import Path; from dbops import embedded; print(embedded.start(Path({str(pgdata)!r})).pid)"
+    try:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(3)
+        ]
+        pids = {p.communicate(timeout=120)[0].strip() for p in processes}
+        assert len(pids) == 1 and pids != {""}
+    finally:
+        embedded.stop(pgdata)

@@ -158,3 +158,21 @@ def test_production_settings_pass_check_deploy_and_require_secrets():
     deploy = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert deploy.returncode == 0, deploy.stderr
     assert "no issues" in deploy.stdout
+
+
+@pytest.mark.parametrize(
+    "module, present", [("local", True), ("test", False), ("production", False)]
+)
+def test_debug_toolbar_only_in_local_settings(module, present):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": URL,
+        "DJANGO_SETTINGS_MODULE": f"config.settings.{module}",
+        "DJANGO_SECRET_KEY": "k" * 50,
+        "DJANGO_ALLOWED_HOSTS": "shop.example.com",
+    }
+    code = "from django.conf import settings as s; print('debug_toolbar' in s.INSTALLED_APPS, any('debug_toolbar' in m for m in s.MIDDLEWARE))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == [str(present), str(present)], result.stderr

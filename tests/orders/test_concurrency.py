@@ -1,27 +1,15 @@
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
 
 from orders.exceptions import OutOfStock
 from orders.models import Order, OrderItem, Product
 from orders.services import order_place
 from tests.factories import customer_create, product_create
+from tests.helpers import in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def in_threads(count, target):
-    def run(i):
-        try:
-            return target(i)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def test_twenty_buyers_of_ten_items_make_exactly_ten_orders():
