@@ -34,6 +34,7 @@ WORDS = [
 ]
 THINGS = ["Chair", "Lamp", "Desk", "Shelf", "Kettle", "Mug", "Rug", "Clock", "Vase", "Stool"]
 REGIONS = list(Region.values)
+SPAN_MINUTES = 90 * 24 * 60
 
 
 def products_seed(count: int) -> int:
@@ -105,7 +106,8 @@ def orders_seed(count: int, *, progress: Callable[[int, int], None] | None = Non
                         customer_id=rng.choice(customers),
                         status=OrderStatus.PAID if paid else OrderStatus.CANCELLED,
                         total=total,
-                        created_at=now - timedelta(minutes=rng.randint(0, 90 * 24 * 60)),
+                        # Spread over 90 days, newer with every id, as real orders arrive.
+                        created_at=now - timedelta(minutes=SPAN_MINUTES * (missing - 1 - made - n) / missing),
                     )
                 )
                 items += [

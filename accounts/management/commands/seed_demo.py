@@ -65,7 +65,10 @@ class Command(BaseCommand):
             self.stdout.write(f"{what}: {added} added")
 
     def progress(self, done: int, total: int) -> None:
-        if self.verbosity and total >= 50_000:
-            end = "\n" if done == total or not sys.stdout.isatty() else ""
-            self.stdout.write(f"\r  orders {done:,}/{total:,} ({done / total:.0%})", ending=end)
+        if not self.verbosity or total < 50_000:
+            return
+        if sys.stdout.isatty():
+            self.stdout.write(f"\r  orders {done:,}/{total:,} ({done / total:.0%})", ending="\n" if done == total else "")
             self.stdout.flush()
+        elif done == total or done * 10 // total != (done - 5000) * 10 // total:
+            self.stdout.write(f"  orders {done:,}/{total:,} ({done / total:.0%})")
