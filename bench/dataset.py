@@ -83,4 +83,7 @@ class Writer(threading.Thread):
             "p50": percentile(values, 50),
             "p99": percentile(values, 99),
             "max": max(values, default=float("nan")),
+            "slow_share": sum(1 for v in values if v > 50) / len(values)
+            if values
+            else float("nan"),
         }

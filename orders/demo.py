@@ -107,7 +107,8 @@ def orders_seed(count: int, *, progress: Callable[[int, int], None] | None = Non
                         status=OrderStatus.PAID if paid else OrderStatus.CANCELLED,
                         total=total,
                         # Spread over 90 days, newer with every id, as real orders arrive.
-                        created_at=now - timedelta(minutes=SPAN_MINUTES * (missing - 1 - made - n) / missing),
+                        created_at=now
+                        - timedelta(minutes=SPAN_MINUTES * (missing - 1 - made - n) / missing),
                     )
                 )
                 items += [

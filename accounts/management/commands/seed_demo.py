@@ -68,7 +68,10 @@ class Command(BaseCommand):
         if not self.verbosity or total < 50_000:
             return
         if sys.stdout.isatty():
-            self.stdout.write(f"\r  orders {done:,}/{total:,} ({done / total:.0%})", ending="\n" if done == total else "")
+            self.stdout.write(
+                f"\r  orders {done:,}/{total:,} ({done / total:.0%})",
+                ending="\n" if done == total else "",
+            )
             self.stdout.flush()
         elif done == total or done * 10 // total != (done - 5000) * 10 // total:
             self.stdout.write(f"  orders {done:,}/{total:,} ({done / total:.0%})")
