@@ -9,7 +9,9 @@ from accounts.services import account_update
 
 class AccountAdminForm(forms.ModelForm):
     # The version the editor loaded; saving succeeds only while it is still current.
-    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1, required=False)
+    version = forms.IntegerField(
+        widget=forms.HiddenInput, min_value=1, max_value=2_147_483_647, required=False
+    )
 
     class Meta:
         model = Account

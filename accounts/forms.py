@@ -36,4 +36,4 @@ class TransferForm(forms.Form):
 class AccountEditForm(forms.Form):
     name = forms.CharField(max_length=100)
     # The version the person saw; the update applies only if it is still current.
-    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1, max_value=2_147_483_647)

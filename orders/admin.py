@@ -18,7 +18,9 @@ class CustomerAdmin(admin.ModelAdmin):
 
 class ProductAdminForm(forms.ModelForm):
     # The version the editor loaded; the save applies only while it is still current.
-    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1, required=False)
+    version = forms.IntegerField(
+        widget=forms.HiddenInput, min_value=1, max_value=2_147_483_647, required=False
+    )
 
     class Meta:
         model = Product

@@ -212,12 +212,21 @@ def test_stale_edit_gets_a_409_with_the_current_values_and_keeps_the_first_edit(
     assert account.name == "First"
 
 
-def test_edit_with_bad_input_is_a_form_error(client, accounts):
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"name": "", "version": 1},
+        {"name": "x", "version": "9" * 30},
+        {"name": "x", "version": "abc"},
+        {"name": "x"},
+    ],
+)
+def test_edit_with_bad_input_is_a_form_error(client, accounts, data):
     account = accounts[0]
-    response = client.post(f"/accounts/{account.pk}/edit/", {"name": "", "version": 1})
+    response = client.post(f"/accounts/{account.pk}/edit/", data)
     assert response.status_code == 400
     account.refresh_from_db()
-    assert account.version == 1
+    assert (account.name, account.version) == ("Main", 1)
 
 
 def count_queries(client, path):
