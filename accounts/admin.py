@@ -1,10 +1,10 @@
 from django import forms
-from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.contrib import admin
 
-from accounts.exceptions import AccountsError, StaleVersion
+from accounts.exceptions import AccountsError
 from accounts.models import Account, LedgerEntry, Transfer
 from accounts.services import account_update
+from dbops.admin_mixins import OptimisticLockAdminMixin
 
 
 class AccountAdminForm(forms.ModelForm):
@@ -19,7 +19,7 @@ class AccountAdminForm(forms.ModelForm):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(OptimisticLockAdminMixin, admin.ModelAdmin):
     form = AccountAdminForm
     list_display = ["id", "name", "owner", "currency", "balance", "version", "created_at"]
     list_select_related = ["owner"]
@@ -32,34 +32,18 @@ class AccountAdmin(admin.ModelAdmin):
         # Balance moves only through services (with a ledger entry); owner and currency are fixed.
         return [*self.readonly_fields, "owner", "currency"] if obj else self.readonly_fields
 
+    optimistic_fields = frozenset({"name"})
+    conflict_errors = (AccountsError,)
+
+    def optimistic_update(self, obj, *, expected_version, changes):
+        return account_update(account_id=obj.pk, expected_version=expected_version, **changes)
+
     def save_model(self, request, obj, form, change):
         if not change:
+            # A new account starts empty; money arrives only through the services, with a ledger entry.
             obj.balance = 0
             obj.version = 1
-            super().save_model(request, obj, form, change)
-            return
-        changes = {name: form.cleaned_data[name] for name in form.changed_data if name == "name"}
-        try:
-            updated = account_update(
-                account_id=obj.pk, expected_version=form.cleaned_data.get("version") or 0, **changes
-            )
-        except StaleVersion as exc:
-            request._account_conflict = exc
-        except AccountsError as exc:
-            request._account_conflict = exc
-        else:
-            obj.version = updated.version
-
-    def response_change(self, request, obj):
-        conflict = getattr(request, "_account_conflict", None)
-        if conflict is not None:
-            self.message_user(request, f"Not saved: {conflict}", level=messages.ERROR)
-            return HttpResponseRedirect(request.path)
-        return super().response_change(request, obj)
-
-    def log_change(self, request, obj, message):
-        if getattr(request, "_account_conflict", None) is None:
-            super().log_change(request, obj, message)
+        super().save_model(request, obj, form, change)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

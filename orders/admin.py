@@ -1,7 +1,7 @@
 from django import forms
-from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.contrib import admin
 
+from dbops.admin_mixins import OptimisticLockAdminMixin
 from orders.exceptions import OrdersError
 from orders.models import Customer, Order, OrderItem, Payment, Product
 from orders.services import product_update
@@ -28,7 +28,7 @@ class ProductAdminForm(forms.ModelForm):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(OptimisticLockAdminMixin, admin.ModelAdmin):
     form = ProductAdminForm
     list_display = ["sku", "name", "price", "stock", "version", "updated_at"]
     search_fields = ["sku", "name"]
@@ -36,34 +36,11 @@ class ProductAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ["sku"] if obj else []
 
-    def save_model(self, request, obj, form, change):
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        changes = {
-            name: form.cleaned_data[name]
-            for name in form.changed_data
-            if name in {"name", "price", "stock"}
-        }
-        try:
-            updated = product_update(
-                product_id=obj.pk, expected_version=form.cleaned_data.get("version") or 0, **changes
-            )
-        except OrdersError as exc:
-            request._product_conflict = exc
-        else:
-            obj.version = updated.version
+    optimistic_fields = frozenset({"name", "price", "stock"})
+    conflict_errors = (OrdersError,)
 
-    def response_change(self, request, obj):
-        conflict = getattr(request, "_product_conflict", None)
-        if conflict is not None:
-            self.message_user(request, f"Not saved: {conflict}", level=messages.ERROR)
-            return HttpResponseRedirect(request.path)
-        return super().response_change(request, obj)
-
-    def log_change(self, request, obj, message):
-        if getattr(request, "_product_conflict", None) is None:
-            super().log_change(request, obj, message)
+    def optimistic_update(self, obj, *, expected_version, changes):
+        return product_update(product_id=obj.pk, expected_version=expected_version, **changes)
 
 
 class ReadOnlyInline(admin.TabularInline):

@@ -74,3 +74,11 @@ def test_admin_requires_staff(client):
     client.force_login(user_create())
     assert client.get("/admin/accounts/account/").status_code == 302
     assert Account.objects.count() == 0
+
+
+def test_admin_adds_an_empty_account(staff):
+    owner = user_create("owner")
+    response = staff.post("/admin/accounts/account/add/", {"owner": owner.pk, "name": "New", "currency": "EUR"})
+    assert response.status_code == 302
+    account = Account.objects.get(name="New")
+    assert (account.owner_id, account.balance, account.version) == (owner.pk, 0, 1)
