@@ -78,7 +78,9 @@ def test_admin_requires_staff(client):
 
 def test_admin_adds_an_empty_account(staff):
     owner = user_create("owner")
-    response = staff.post("/admin/accounts/account/add/", {"owner": owner.pk, "name": "New", "currency": "EUR"})
+    response = staff.post(
+        "/admin/accounts/account/add/", {"owner": owner.pk, "name": "New", "currency": "EUR"}
+    )
     assert response.status_code == 302
     account = Account.objects.get(name="New")
     assert (account.owner_id, account.balance, account.version) == (owner.pk, 0, 1)
