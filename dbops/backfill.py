@@ -246,7 +246,6 @@ def key_range(plan: BackfillPlan) -> tuple[int | None, int | None]:
 @dataclass
 class Progress:
     run: BackfillRun
-    min_pk: int | None
     rate: float  # rows per second over the run so far
     fraction: float  # of the key range covered
     eta_s: float | None
@@ -396,7 +395,7 @@ def _batches(plan: BackfillPlan, run: BackfillRun, progress) -> BackfillRun:
             rate = (run.rows_done - rows_at_start) / duration
             fraction = _fraction(min_pk, run.max_pk, after)
             eta = duration / fraction * (1 - fraction) if 0 < fraction < 1 else None
-            progress(Progress(run=run, min_pk=min_pk, rate=rate, fraction=fraction, eta_s=eta))
+            progress(Progress(run=run, rate=rate, fraction=fraction, eta_s=eta))
         if plan.sleep:
             time.sleep(plan.sleep)
     run.status = BackfillStatus.DONE

@@ -2,18 +2,44 @@ from django import forms
 from django.contrib import admin
 
 from dbops.admin_mixins import OptimisticLockAdminMixin
-from orders.exceptions import OrdersError
-from orders.models import Customer, Order, OrderItem, Payment, Product
-from orders.services import product_update
+from orders.exceptions import DuplicateCustomer, OrdersError
+from orders.models import Customer, Order, OrderItem, Payment, Product, email_normalize
+from orders.services import customer_create, customer_update, product_update
+
+
+class CustomerAdminForm(forms.ModelForm):
+    class Meta:
+        model = Customer
+        fields = ["name", "email", "region", "user"]
+
+    def clean_email(self):
+        email = self.cleaned_data["email"]
+        taken = Customer.objects.filter(email_normalized=email_normalize(email)).exclude(
+            pk=self.instance.pk
+        )
+        if taken.exists():
+            raise forms.ValidationError(DuplicateCustomer(email).args[0])
+        return email
 
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
+    form = CustomerAdminForm
     list_display = ["id", "name", "email", "region", "user", "created_at"]
     list_select_related = ["user"]
     list_filter = ["region"]
     search_fields = ["name", "email"]
     autocomplete_fields = ["user"]
+
+    def save_model(self, request, obj, form, change):
+        # Through the services, which keep email_normalized in step with email.
+        data = {name: form.cleaned_data[name] for name in ("name", "email", "region", "user")}
+        saved = customer_update(customer_id=obj.pk, **data) if change else customer_create(**data)
+        obj.pk, obj.email_normalized, obj.created_at = (
+            saved.pk,
+            saved.email_normalized,
+            saved.created_at,
+        )
 
 
 class ProductAdminForm(forms.ModelForm):

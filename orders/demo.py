@@ -1,23 +1,24 @@
 """Demo data for the orders app; ``manage.py seed_demo`` calls it.
 
 Everything is written with ``bulk_create`` in batches, each batch its own transaction, so a
-million orders take minutes and an interrupted run keeps what it wrote: running it again adds only
-what is missing.
+million orders take minutes and an interrupted run keeps what it wrote (whole batches only): running
+it again adds only what is missing.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product, Region
 from orders.selectors import catalog_invalidate
+from orders.services import customer_create
 
 BATCH = 5000
 WORDS = [
@@ -37,9 +38,16 @@ REGIONS = list(Region.values)
 SPAN_MINUTES = 90 * 24 * 60
 
 
+def _free_numbers(taken: set[str], label: Callable[[int], str], wanted: int) -> list[int]:
+    """The first ``wanted`` numbers whose label is not taken yet (rows may have been deleted)."""
+    return list(
+        itertools.islice((i for i in itertools.count(1) if label(i) not in taken), max(0, wanted))
+    )
+
+
 def products_seed(count: int) -> int:
-    have = Product.objects.count()
-    rng = random.Random(7 + have)
+    taken = set(Product.objects.values_list("sku", flat=True))
+    rng = random.Random(7 + len(taken))
     new = [
         Product(
             sku=f"SKU-{i:05d}",
@@ -47,29 +55,31 @@ def products_seed(count: int) -> int:
             price=Decimal(rng.randint(199, 19999)) / 100,
             stock=rng.randint(50, 5000),
         )
-        for i in range(have + 1, count + 1)
+        for i in _free_numbers(taken, lambda i: f"SKU-{i:05d}", count - len(taken))
     ]
-    Product.objects.bulk_create(new, batch_size=BATCH, ignore_conflicts=True)
+    Product.objects.bulk_create(new, batch_size=BATCH)
     if new:
         transaction.on_commit(catalog_invalidate)
     return len(new)
 
 
 def customers_seed(count: int, *, demo_user=None) -> int:
-    have = Customer.objects.count()
+    """Customers up to ``count`` (besides the demo user's own), with their normalized emails."""
+    taken = set(Customer.objects.values_list("email_normalized", flat=True))
+    numbers = _free_numbers(taken, lambda i: f"customer{i:06d}@example.com", count - len(taken))
     new = [
         Customer(
             name=f"Customer {i:06d}",
             email=f"customer{i:06d}@example.com",
+            email_normalized=f"customer{i:06d}@example.com",
             region=REGIONS[i % len(REGIONS)],
         )
-        for i in range(have + 1, count + 1)
+        for i in numbers
     ]
-    Customer.objects.bulk_create(new, batch_size=BATCH, ignore_conflicts=True)
-    if demo_user is not None:
-        Customer.objects.get_or_create(
-            user=demo_user,
-            defaults={"name": "Demo Customer", "email": "demo@example.com", "region": Region.NORTH},
+    Customer.objects.bulk_create(new, batch_size=BATCH)
+    if demo_user is not None and not Customer.objects.filter(user=demo_user).exists():
+        customer_create(
+            name="Demo Customer", email="demo@example.com", region=Region.NORTH, user=demo_user
         )
     return len(new)
 
@@ -90,19 +100,15 @@ def orders_seed(count: int, *, progress: Callable[[int, int], None] | None = Non
     while made < missing:
         size = min(BATCH, missing - made)
         with transaction.atomic():
-            start_id = (Order.objects.aggregate(m=Max("pk"))["m"] or 0) + 1
-            orders, items, payments = [], [], []
+            orders, lines_of, paid_of = [], [], []
             for n in range(size):
                 lines = rng.sample(products, rng.randint(1, min(5, len(products))))
                 quantities = [rng.randint(1, 3) for _ in lines]
-                total = sum(
-                    (price * q for (_, price), q in zip(lines, quantities, strict=True)),
-                    Decimal("0.00"),
-                )
+                lines = list(zip(lines, quantities, strict=True))
+                total = sum((price * q for (_, price), q in lines), Decimal("0.00"))
                 paid = rng.random() < 0.9
                 orders.append(
                     Order(
-                        pk=start_id + n,
                         customer_id=rng.choice(customers),
                         status=OrderStatus.PAID if paid else OrderStatus.CANCELLED,
                         total=total,
@@ -111,34 +117,32 @@ def orders_seed(count: int, *, progress: Callable[[int, int], None] | None = Non
                         - timedelta(minutes=SPAN_MINUTES * (missing - 1 - made - n) / missing),
                     )
                 )
-                items += [
-                    OrderItem(order_id=start_id + n, product_id=pid, quantity=q, unit_price=price)
-                    for (pid, price), q in zip(lines, quantities, strict=True)
-                ]
-                if paid:
-                    payments.append(
-                        Payment(
-                            order_id=start_id + n,
-                            method=rng.choice(["card", "wallet"]),
-                            amount=total,
-                            reference="demo",
-                        )
-                    )
+                lines_of.append(lines)
+                paid_of.append(paid)
+            # PostgreSQL returns the new ids, so items and payments can point at their orders.
             Order.objects.bulk_create(orders, batch_size=BATCH)
-            OrderItem.objects.bulk_create(items, batch_size=BATCH)
-            Payment.objects.bulk_create(payments, batch_size=BATCH)
+            OrderItem.objects.bulk_create(
+                [
+                    OrderItem(order=order, product_id=pid, quantity=q, unit_price=price)
+                    for order, lines in zip(orders, lines_of, strict=True)
+                    for (pid, price), q in lines
+                ],
+                batch_size=BATCH,
+            )
+            Payment.objects.bulk_create(
+                [
+                    Payment(
+                        order=order,
+                        method=rng.choice(["card", "wallet"]),
+                        amount=order.total,
+                        reference="demo",
+                    )
+                    for order, paid in zip(orders, paid_of, strict=True)
+                    if paid
+                ],
+                batch_size=BATCH,
+            )
         made += size
         if progress:
             progress(made, missing)
-    _sequence_reset()
     return made
-
-
-def _sequence_reset() -> None:
-    """Explicit ids were written above; move the sequence past them so new orders do not collide."""
-    from django.core.management.color import no_style
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        for sql in connection.ops.sequence_reset_sql(no_style(), [Order]):
-            cursor.execute(sql)

@@ -18,6 +18,14 @@ class CustomerNotFound(OrdersError):
         super().__init__(f"Customer {customer_id} does not exist.")
 
 
+class DuplicateCustomer(OrdersError):
+    def __init__(self, email: str):
+        self.email = email
+        super().__init__(
+            f"A customer with the email {email!r} exists already (case and spaces do not count)."
+        )
+
+
 class ProductNotFound(OrdersError):
     def __init__(self, product_ids: list):
         self.product_ids = product_ids

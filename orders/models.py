@@ -25,7 +25,7 @@ class Customer(models.Model):
 
     ``email_normalized`` is the worked example of expand -> backfill -> contract (see the README):
     added nullable (0002), filled by ``manage.py backfill_column``, then made unique and NOT NULL
-    without blocking writes (0003). ``save()`` keeps it in step for new and edited rows.
+    without blocking writes (0003). ``customer_create`` and ``customer_update`` keep it in step.
     """
 
     user = models.OneToOneField(
@@ -52,13 +52,6 @@ class Customer(models.Model):
 
     def __str__(self):
         return f"{self.name} <{self.email}>"
-
-    def save(self, *args, **kwargs):
-        # A derived column, not business logic: it must never disagree with ``email``.
-        self.email_normalized = email_normalize(self.email)
-        if kwargs.get("update_fields") is not None and "email" in kwargs["update_fields"]:
-            kwargs["update_fields"] = {*kwargs["update_fields"], "email_normalized"}
-        super().save(*args, **kwargs)
 
 
 class Product(models.Model):

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Now
@@ -25,6 +26,7 @@ from django.db.models.functions import Now
 from dbops.retry import retry_transaction
 from orders.exceptions import (
     CustomerNotFound,
+    DuplicateCustomer,
     IdempotencyConflict,
     InvalidChange,
     InvalidOrderLine,
@@ -34,7 +36,7 @@ from orders.exceptions import (
     StaleVersion,
     StockContention,
 )
-from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product
+from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product, email_normalize
 from orders.payments import PaymentDeclined, PaymentGateway, gateway_get
 from orders.selectors import catalog_invalidate
 
@@ -45,6 +47,52 @@ MAX_LINES = 100
 # How many times a buyer re-reads a product and tries again after another buyer changed it first.
 STOCK_RACE_ATTEMPTS = 10
 LOCK_TIMEOUT_MS = 2000
+
+
+CUSTOMER_EDITABLE = {"name", "email", "region", "user"}
+
+
+def _customer_save(customer: Customer) -> Customer:
+    """Validate and save, keeping ``email_normalized`` in step with ``email``."""
+    customer.email = (customer.email or "").strip()  # as typed, but never with spaces around it
+    customer.email_normalized = email_normalize(customer.email)
+    try:
+        customer.full_clean(
+            exclude=["email_normalized"], validate_unique=False, validate_constraints=False
+        )
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise InvalidChange(field, " ".join(messages)) from None
+    try:
+        # A savepoint, so a duplicate does not abort a caller's transaction.
+        with transaction.atomic():
+            customer.save()
+    except IntegrityError as exc:
+        # The unique constraints decide, also between two concurrent callers.
+        if "customer_email_normalized_unique" in str(exc) or "orders_customer_email_key" in str(
+            exc
+        ):
+            raise DuplicateCustomer(customer.email) from None
+        raise
+    return customer
+
+
+def customer_create(*, name: str, email: str, region: str, user=None) -> Customer:
+    """A new customer; ``DuplicateCustomer`` when the email, ignoring case and spaces, is taken."""
+    return _customer_save(Customer(name=name, email=email, region=region, user=user))
+
+
+def customer_update(*, customer_id: int, **changes: Any) -> Customer:
+    """Change a customer's details; the normalized email follows the email."""
+    unknown = set(changes) - CUSTOMER_EDITABLE
+    if unknown:
+        raise InvalidChange(", ".join(sorted(unknown)), "cannot be changed here")
+    customer = Customer.objects.filter(pk=customer_id).first()
+    if customer is None:
+        raise CustomerNotFound(customer_id)
+    for name, value in changes.items():
+        setattr(customer, name, value)
+    return _customer_save(customer)
 
 
 def order_lines_clean(lines: Iterable[Any]) -> dict[int, int]:
@@ -92,7 +140,10 @@ def _stock_take(product: Product, quantity: int) -> Product:
             product.version += 1
             return product
         logger.debug("lost the race for %s, re-reading", product.sku)
-        product = Product.objects.get(pk=product.pk)
+        current = Product.objects.filter(pk=product.pk).first()
+        if current is None:
+            raise ProductNotFound([product.pk])
+        product = current
     raise StockContention(product, STOCK_RACE_ATTEMPTS)
 
 

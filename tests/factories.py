@@ -34,12 +34,10 @@ def account_create(
 
 
 def customer_create(*, user=None, region: str = "north", name: str | None = None):
-    from orders.models import Customer
+    from orders.services import customer_create as create
 
     n = next(_seq)
-    return Customer.objects.create(
-        user=user, name=name or f"Customer {n}", email=f"c{n}@example.com", region=region
-    )
+    return create(user=user, name=name or f"Customer {n}", email=f"c{n}@example.com", region=region)
 
 
 def product_create(*, stock: int = 10, price: str = "9.99", sku: str | None = None):

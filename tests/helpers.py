@@ -146,3 +146,29 @@ def in_threads(count: int, target) -> list:
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
+
+
+def killed_before(sql_fragment: str, call) -> BaseException | None:
+    """Run ``call()``; just before its first statement containing ``sql_fragment``, terminate its
+    PostgreSQL backend from another connection, as a crash or a failover would. Returns what
+    ``call()`` raised (None if it finished); the broken connection is discarded afterwards."""
+    fired = []
+
+    def kill_first_match(execute, sql, params, many, context):
+        if sql_fragment in sql and not fired:
+            fired.append(True)
+            with raw_connection() as other:
+                other.execute(
+                    "SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid]
+                )
+        return execute(sql, params, many, context)
+
+    try:
+        with connection.execute_wrapper(kill_first_match):
+            call()
+    except Exception as exc:  # noqa: BLE001 (handed to the test to assert on)
+        return exc
+    finally:
+        connection.close()
+        assert fired, f"no statement containing {sql_fragment!r} ran"
+    return None

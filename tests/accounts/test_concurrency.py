@@ -5,14 +5,14 @@ import threading
 from decimal import Decimal
 
 import pytest
-from django.db import DatabaseError, OperationalError, connection
+from django.db import DatabaseError
 
 from accounts.exceptions import InsufficientFunds, StaleVersion
 from accounts.models import Account, LedgerEntry, Transfer
-from accounts.services import account_update, transfer_create
+from accounts.services import account_update, transfer_batch, transfer_create
 from tests.accounts.invariants import assert_ledger_matches_balances, total_money
 from tests.factories import account_create, user_create
-from tests.helpers import in_threads, raw_connection
+from tests.helpers import in_threads, killed_before
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,40 +70,15 @@ def test_two_concurrent_calls_with_one_key_make_one_transfer():
 def test_killed_connection_mid_transfer_leaves_nothing_and_a_retry_applies_once():
     owner = user_create()
     source, target = account_create(owner=owner, balance="50"), account_create(owner=owner)
-    paused, resume = threading.Event(), threading.Event()
-    outcome = {}
 
-    def pause_before_ledger(execute, sql, params, many, context):
-        # Both balances are updated by now; the transaction has not committed.
-        if 'INSERT INTO "accounts_ledgerentry"' in sql and not resume.is_set():
-            outcome["pid"] = connection.connection.info.backend_pid
-            paused.set()
-            resume.wait(10)
-        return execute(sql, params, many, context)
+    def transfer():
+        return transfer_create(
+            source_id=source.pk, target_id=target.pk, amount="20", idempotency_key="retry-me"
+        )
 
-    def first_try():
-        try:
-            with connection.execute_wrapper(pause_before_ledger):
-                transfer_create(
-                    source_id=source.pk,
-                    target_id=target.pk,
-                    amount="20",
-                    idempotency_key="retry-me",
-                )
-        except (OperationalError, DatabaseError) as exc:
-            outcome["error"] = exc
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=first_try)
-    thread.start()
-    assert paused.wait(10)
-    with raw_connection() as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [outcome["pid"]])
-    resume.set()
-    thread.join(10)
-
-    assert isinstance(outcome.get("error"), DatabaseError)
+    # Killed after both balances were updated, before the ledger entries and the commit.
+    error = killed_before('INSERT INTO "accounts_ledgerentry"', transfer)
+    assert isinstance(error, DatabaseError)
     assert Transfer.objects.count() == 0
     assert sorted(Account.objects.values_list("balance", flat=True)) == [
         Decimal("0.00"),
@@ -111,16 +86,36 @@ def test_killed_connection_mid_transfer_leaves_nothing_and_a_retry_applies_once(
     ]
 
     # The client retries with the same key: applied once, and a further retry changes nothing.
-    first = transfer_create(
-        source_id=source.pk, target_id=target.pk, amount="20", idempotency_key="retry-me"
-    )
-    again = transfer_create(
-        source_id=source.pk, target_id=target.pk, amount="20", idempotency_key="retry-me"
-    )
+    first, again = transfer(), transfer()
     assert first.pk == again.pk
     assert Transfer.objects.count() == 1
     source.refresh_from_db()
     assert source.balance == Decimal("30.00")
+    assert_ledger_matches_balances()
+
+
+def test_concurrent_batches_over_the_same_accounts_never_deadlock():
+    owner = user_create()
+    accounts = [account_create(owner=owner, balance="1000.00") for _ in range(4)]
+    ids = [a.pk for a in accounts]
+    before = total_money()
+    start = threading.Barrier(4)
+
+    def batch(i):
+        # Each batch walks the accounts in a different order; all lock them up front in id order.
+        order = ids if i % 2 else ids[::-1]
+        items = [
+            {"source_id": a, "target_id": b, "amount": "1.00"}
+            for a, b in zip(order, order[1:] + order[:1], strict=True)
+        ]
+        start.wait()
+        results = [transfer_batch(items=items) for _ in range(5)]
+        return sum(len(r.succeeded) for r in results), sum(len(r.failed) for r in results)
+
+    outcomes = in_threads(4, batch)
+    assert outcomes == [(20, 0)] * 4
+    assert Transfer.objects.count() == 80
+    assert total_money() == before
     assert_ledger_matches_balances()
 
 

@@ -79,3 +79,30 @@ def test_product_edit_with_the_current_version_saves(admin_client):
     product.refresh_from_db()
     assert (product.name, product.stock, product.version) == ("Renamed", 3, 2)
     assert Order.objects.count() <= 1
+
+
+def test_admin_customer_with_an_email_taken_in_another_case_is_a_form_error(admin_client):
+    grow_to(1)
+    existing = Customer.objects.get()
+    response = admin_client.post(
+        "/admin/orders/customer/add/",
+        {"name": "Twin", "email": f"  {existing.email.upper()}", "region": "north"},
+    )
+    assert response.status_code == 200
+    assert b"exists already" in response.content
+    assert Customer.objects.count() == 1
+
+
+def test_admin_customer_add_and_edit_keep_the_normalized_email(admin_client):
+    response = admin_client.post(
+        "/admin/orders/customer/add/", {"name": "Eve", "email": "Eve@Example.com", "region": "west"}
+    )
+    assert response.status_code == 302
+    eve = Customer.objects.get(name="Eve")
+    assert eve.email_normalized == "eve@example.com"
+    response = admin_client.post(
+        f"/admin/orders/customer/{eve.pk}/change/",
+        {"name": "Eve", "email": "EVE2@example.com", "region": "west"},
+    )
+    assert response.status_code == 302
+    assert Customer.objects.get(pk=eve.pk).email_normalized == "eve2@example.com"

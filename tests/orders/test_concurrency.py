@@ -2,12 +2,14 @@ import random
 import threading
 
 import pytest
+from django.db import DatabaseError, connection
 
-from orders.exceptions import OutOfStock
-from orders.models import Order, OrderItem, Product
+from orders.exceptions import DuplicateCustomer, OutOfStock, ProductNotFound
+from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product
+from orders.services import customer_create as customer_create_service
 from orders.services import order_place
 from tests.factories import customer_create, product_create
-from tests.helpers import in_threads
+from tests.helpers import in_threads, killed_before, raw_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,3 +68,55 @@ def test_two_concurrent_orders_with_one_key_make_one_order():
     assert len(set(in_threads(4, buy))) == 1
     assert Order.objects.count() == 1
     assert Product.objects.get(pk=product.pk).stock == 8
+
+
+def test_killed_connection_mid_order_leaves_nothing_and_a_retry_places_it_once():
+    product = product_create(stock=5)
+    customer = customer_create()
+
+    def place():
+        return order_place(
+            customer_id=customer.pk, lines=[(product.pk, 2)], idempotency_key="crash"
+        )
+
+    # Killed after the order, its items and the stock change, before the payment and the commit.
+    error = killed_before('INSERT INTO "orders_payment"', place)
+    assert isinstance(error, DatabaseError)
+    assert (Order.objects.count(), OrderItem.objects.count(), Payment.objects.count()) == (0, 0, 0)
+    assert Product.objects.get(pk=product.pk).stock == 5
+
+    first, again = place(), place()
+    assert first.pk == again.pk and first.status == OrderStatus.PAID
+    assert Product.objects.get(pk=product.pk).stock == 3
+    assert Payment.objects.count() == 1
+
+
+def test_a_product_deleted_while_ordering_is_product_not_found():
+    product = product_create(stock=5)
+    customer = customer_create()
+
+    def delete_before_stock_update(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "orders_product"'):
+            with raw_connection() as other:
+                other.execute("DELETE FROM orders_product WHERE id = %s", [product.pk])
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(delete_before_stock_update), pytest.raises(ProductNotFound):
+        order_place(customer_id=customer.pk, lines=[(product.pk, 1)])
+    assert Order.objects.count() == 0
+
+
+def test_concurrent_customers_with_one_email_in_any_case_make_one():
+    start = threading.Barrier(4)
+    spellings = ["ann@example.com", "Ann@Example.com", " ANN@example.com", "ann@EXAMPLE.com "]
+
+    def create(i):
+        start.wait()
+        try:
+            return customer_create_service(name=f"Ann {i}", email=spellings[i], region="north").pk
+        except DuplicateCustomer:
+            return None
+
+    created = [pk for pk in in_threads(4, create) if pk]
+    assert len(created) == 1
+    assert Customer.objects.get().email_normalized == "ann@example.com"

@@ -4,6 +4,7 @@ import pytest
 
 from orders.exceptions import (
     CustomerNotFound,
+    DuplicateCustomer,
     IdempotencyConflict,
     InvalidChange,
     InvalidOrderLine,
@@ -12,9 +13,10 @@ from orders.exceptions import (
     ProductNotFound,
     StaleVersion,
 )
-from orders.models import Order, OrderItem, OrderStatus, Payment, Product
+from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product
 from orders.payments import SimulatedGateway
-from orders.services import order_place, product_restock, product_update
+from orders.services import customer_create as customer_create_service
+from orders.services import customer_update, order_place, product_restock, product_update
 from tests.factories import customer_create, product_create
 
 pytestmark = pytest.mark.django_db
@@ -153,3 +155,35 @@ def test_product_update_refuses_unknown_fields_and_stale_versions(shop):
     with pytest.raises(StaleVersion):
         product_update(product_id=a.pk, expected_version=a.version, name="Lost edit")
     assert Product.objects.get(pk=a.pk).price == Decimal("3.00")
+
+
+def test_customer_email_is_unique_ignoring_case_and_spaces():
+    first = customer_create_service(name="Ann", email="  Ann@Example.COM ", region="north")
+    assert first.email_normalized == "ann@example.com"
+    with pytest.raises(DuplicateCustomer):
+        customer_create_service(name="Ann again", email="ann@example.com", region="south")
+    assert Customer.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [({"email": "not-an-email"}, "email"), ({"region": "mars"}, "region"), ({"name": ""}, "name")],
+)
+def test_customer_create_rejects_bad_fields_and_writes_nothing(fields, field):
+    data = {"name": "Bo", "email": "bo@example.com", "region": "north", **fields}
+    with pytest.raises(InvalidChange) as excinfo:
+        customer_create_service(**data)
+    assert excinfo.value.field == field
+    assert Customer.objects.count() == 0
+
+
+def test_customer_update_keeps_the_normalized_email_in_step():
+    customer = customer_create_service(name="Cy", email="cy@example.com", region="east")
+    other = customer_create_service(name="Di", email="di@example.com", region="east")
+    updated = customer_update(customer_id=customer.pk, email="CY.New@Example.com")
+    assert updated.email_normalized == "cy.new@example.com"
+    with pytest.raises(DuplicateCustomer):
+        customer_update(customer_id=other.pk, email="Cy.new@example.com ")
+    assert Customer.objects.get(pk=other.pk).email == "di@example.com"
+    with pytest.raises(InvalidChange):
+        customer_update(customer_id=other.pk, email_normalized="x")
