@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import table, write_results  # noqa: E402
-from bench.dataset import Writer, customers_populate, django_setup  # noqa: E402
+from bench.dataset import customers_populate, django_setup, under_writes  # noqa: E402
 from dbops import embedded  # noqa: E402
 
 EXPRESSION = "lower(btrim(email))"
@@ -69,12 +68,28 @@ def main() -> None:
         customers_populate(args.rows, migrate_to="0002")
         rows = []
 
+        def row(label: str, seconds: float, w: dict, batches: str, longest_ms: float) -> list:
+            assert filled() == args.rows, "every row filled"
+            print(label, f"{seconds:.1f} s", w, file=sys.stderr)
+            return [
+                label,
+                f"{seconds:.1f}",
+                args.rows / seconds,
+                batches,
+                f"{longest_ms:.0f}",
+                w["writes"],
+                w["p50"],
+                w["p99"],
+                w["max"],
+                f"{w['slow_share']:.2%}",
+            ]
+
+        def single_update() -> None:
+            with connection.cursor() as cursor:
+                cursor.execute("SET statement_timeout = 0")
+                cursor.execute(SINGLE_UPDATE)
+
         for target_ms in (args.target_batch_ms, args.low_target_batch_ms):
-            if rows:
-                reset_column()
-            writer = Writer(server.socket_url(), args.rows)
-            writer.start()
-            time.sleep(1)
             plan = plan_build(
                 model_label="orders.Customer",
                 field_name="email_normalized",
@@ -82,57 +97,21 @@ def main() -> None:
                 batch_size=1000,
                 target_batch_ms=target_ms,
             )
-            started_at = time.monotonic()
-            run = backfill(plan, restart=True)
-            ended_at = time.monotonic()
-            writer.stop()
-            assert filled() == args.rows, "every row filled"
-            seconds = ended_at - started_at
-            w = writer.window(started_at, ended_at)
-            rows.append(
-                [
-                    f"backfill_column, target {target_ms:g} ms",
-                    f"{seconds:.1f}",
-                    args.rows / seconds,
-                    f"{run.batches:,}",
-                    f"{run.longest_batch_ms:.0f}",
-                    w["writes"],
-                    w["p50"],
-                    w["p99"],
-                    w["max"],
-                    f"{w['slow_share']:.2%}",
-                ]
+            seconds, w, run = under_writes(
+                server.socket_url(), args.rows, lambda plan=plan: backfill(plan, restart=True)
             )
-            print(rows[-1], file=sys.stderr)
-
-        reset_column()
-        writer = Writer(server.socket_url(), args.rows)
-        writer.start()
-        time.sleep(1)
-        started_at = time.monotonic()
-        with connection.cursor() as cursor:
-            cursor.execute("SET statement_timeout = 0")
-            cursor.execute(SINGLE_UPDATE)
-        ended_at = time.monotonic()
-        writer.stop()
-        assert filled() == args.rows
-        single_s = ended_at - started_at
-        w = writer.window(started_at, ended_at)
-        rows.append(
-            [
-                "single UPDATE",
-                f"{single_s:.1f}",
-                args.rows / single_s,
-                "1",
-                f"{single_s * 1000:.0f}",
-                w["writes"],
-                w["p50"],
-                w["p99"],
-                w["max"],
-                f"{w['slow_share']:.2%}",
-            ]
-        )
-        print(rows[-1], file=sys.stderr)
+            rows.append(
+                row(
+                    f"backfill_column, target {target_ms:g} ms",
+                    seconds,
+                    w,
+                    f"{run.batches:,}",
+                    run.longest_batch_ms,
+                )
+            )
+            reset_column()
+        seconds, w, _ = under_writes(server.socket_url(), args.rows, single_update)
+        rows.append(row("single UPDATE", seconds, w, "1", seconds * 1000))
 
     ratio = rows[0][2] / rows[-1][2]
     body = (

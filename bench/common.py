@@ -7,6 +7,10 @@ import os
 import platform
 import statistics
 import subprocess
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,3 +92,68 @@ class LogCounter(logging.Handler):
 
     def emit(self, record):
         self.count += 1
+
+
+def threads_for(
+    threads: int,
+    seconds: float,
+    worker: Callable[[int], AbstractContextManager[Callable[[], None]]],
+    *,
+    refused: tuple[type[BaseException], ...] = (),
+    errors: tuple[type[BaseException], ...] = (),
+) -> dict:
+    """Run ``threads`` threads for ``seconds``, all starting together.
+
+    ``worker(i)`` is a context manager giving thread ``i`` its operation (and holding whatever the
+    thread needs, such as its own connection). Each call is timed. Exceptions in ``refused`` (the
+    operation said no, e.g. insufficient funds) and in ``errors`` (e.g. a database error) are
+    counted; anything else is a bug in the benchmark and is raised once every thread has stopped.
+    """
+    from django.db import connection
+
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    refused_count = [0] * threads
+    error_count = [0] * threads
+    crashed: list[BaseException] = []
+    barrier = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def run(i: int) -> None:
+        try:
+            with worker(i) as operation:
+                barrier.wait()
+                while (started := time.perf_counter()) < stop_at[0]:
+                    try:
+                        operation()
+                    except refused:
+                        refused_count[i] += 1
+                        continue
+                    except errors:
+                        error_count[i] += 1
+                        continue
+                    latencies[i].append((time.perf_counter() - started) * 1000)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
+            crashed.append(exc)
+            barrier.abort()
+        finally:
+            connection.close()
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    stop_at[0] = time.perf_counter() + seconds
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for thread in pool:
+        thread.join()
+    if crashed:
+        raise crashed[0]
+    flat = [x for per in latencies for x in per]
+    return {
+        "done": len(flat),
+        "latencies": flat,
+        "refused": sum(refused_count),
+        "errors": sum(error_count),
+    }

@@ -6,6 +6,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from bench.common import percentile
 
@@ -87,3 +88,19 @@ class Writer(threading.Thread):
             if values
             else float("nan"),
         }
+
+
+def under_writes(
+    url: str, max_id: int, work: Callable[[], object]
+) -> tuple[float, dict[str, float], object]:
+    """Run ``work()`` while a Writer updates rows; (seconds, the writer's numbers during it, result)."""
+    writer = Writer(url, max_id)
+    writer.start()
+    time.sleep(1)  # the writer's own warm-up, outside the measured window
+    started = time.monotonic()
+    try:
+        result = work()
+    finally:
+        ended = time.monotonic()
+        writer.stop()
+    return ended - started, writer.window(started, ended), result

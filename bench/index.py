@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import table, write_results  # noqa: E402
-from bench.dataset import Writer, customers_populate, django_setup  # noqa: E402
+from bench.dataset import customers_populate, django_setup, under_writes  # noqa: E402
 from dbops import embedded  # noqa: E402
 
 
@@ -61,18 +60,8 @@ def main() -> None:
             with connection.cursor() as cursor:
                 cursor.execute("SET statement_timeout = 0")
                 cursor.execute("DROP INDEX IF EXISTS bench_customer_name_region")
-            writer = Writer(server.socket_url(), args.rows)
-            writer.start()
-            time.sleep(1)
-            started = time.monotonic()
-            build()
-            ended = time.monotonic()
-            time.sleep(0.5)
-            writer.stop()
-            w = writer.window(started, ended)
-            rows.append(
-                [label, f"{ended - started:.1f}", w["writes"], w["p50"], w["p99"], w["max"]]
-            )
+            seconds, w, _ = under_writes(server.socket_url(), args.rows, build)
+            rows.append([label, f"{seconds:.1f}", w["writes"], w["p50"], w["p99"], w["max"]])
             print(rows[-1], file=sys.stderr)
 
     body = (

@@ -21,14 +21,14 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import LogCounter, percentile, table, write_results  # noqa: E402
+from bench.common import LogCounter, percentile, table, threads_for, write_results  # noqa: E402
 from dbops import embedded  # noqa: E402
 
 
@@ -50,12 +50,11 @@ def pages_section(repeat: int) -> str:
     from django.test import Client
 
     from orders.demo import customers_seed, orders_seed, products_seed
-    from orders.models import Customer, Order
+    from orders.models import Order
+    from orders.services import customer_create
 
     staff = get_user_model().objects.create_user("bench-staff", password="x", is_staff=True)
-    Customer.objects.create(
-        user=staff, name="Bench Staff", email="staff@bench.example", region="north"
-    )
+    customer_create(user=staff, name="Bench Staff", email="staff@bench.example", region="north")
     client = Client()
     client.force_login(staff)
     products_seed(60)
@@ -83,10 +82,11 @@ def n_plus_one_section(repeat: int) -> str:
     from django.template.loader import render_to_string
     from django.test.utils import CaptureQueriesContext
 
-    from orders.models import Customer, Order, OrderItem, Product
+    from orders.models import Order, OrderItem, Product
     from orders.selectors import order_list
+    from orders.services import customer_create
 
-    customer = Customer.objects.create(name="N+1 Customer", email="n1@bench.example", region="west")
+    customer = customer_create(name="N+1 Customer", email="n1@bench.example", region="west")
     products = list(Product.objects.all()[:5])
     orders = Order.objects.bulk_create(
         [Order(customer=customer, total=Decimal("5.00"), status="paid") for _ in range(50)]
@@ -161,8 +161,9 @@ def pessimistic_take(product_id: int) -> None:
 
 
 def stock_section(seconds: float) -> str:
-    from django.db import DatabaseError, connection
+    from django.db import DatabaseError
 
+    from orders.exceptions import OrdersError
     from orders.models import Product
 
     counter = LogCounter("orders.stock")
@@ -176,52 +177,22 @@ def stock_section(seconds: float) -> str:
     ):
         for threads in (1, 4, 8):
             counter.count = 0
-            done = [0] * threads
-            failed = [0] * threads
-            latencies: list[list[float]] = [[] for _ in range(threads)]
-            barrier = threading.Barrier(threads + 1)
-            stop = [0.0]
 
-            def worker(
-                i,
-                take=take,
-                done=done,
-                failed=failed,
-                latencies=latencies,
-                barrier=barrier,
-                stop=stop,
-            ):
-                try:
-                    barrier.wait()
-                    while (started := time.perf_counter()) < stop[0]:
-                        try:
-                            take(product.pk)
-                            done[i] += 1
-                            latencies[i].append((time.perf_counter() - started) * 1000)
-                        except DatabaseError:
-                            failed[i] += 1
-                        except Exception:
-                            failed[i] += 1
-                finally:
-                    connection.close()
+            @contextmanager
+            def worker(i, take=take):
+                yield lambda: take(product.pk)
 
-            pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-            for t in pool:
-                t.start()
-            stop[0] = time.perf_counter() + seconds
-            barrier.wait()
-            for t in pool:
-                t.join()
-            flat = [x for per in latencies for x in per]
+            result = threads_for(threads, seconds, worker, errors=(DatabaseError, OrdersError))
+            flat = result["latencies"]
             rows.append(
                 [
                     label,
                     threads,
-                    sum(done) / seconds,
+                    result["done"] / seconds,
                     percentile(flat, 50),
                     percentile(flat, 99),
                     counter.count,
-                    sum(failed),
+                    result["errors"],
                 ]
             )
     return table(

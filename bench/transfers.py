@@ -21,15 +21,14 @@ import logging
 import os
 import random
 import sys
-import threading
-import time
 import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import LogCounter, percentile, table, write_results  # noqa: E402
+from bench.common import LogCounter, percentile, table, threads_for, write_results  # noqa: E402
 from dbops import embedded  # noqa: E402
 
 OPENING = Decimal("1000.00")
@@ -161,47 +160,32 @@ class InsufficientFundsRaw(Exception):
 
 def run(impl, ids: list[int], threads: int, seconds: float, raw_url: str) -> dict:
     import psycopg
-    from django.db import DatabaseError, connection
+    from django.db import DatabaseError
 
     from accounts.exceptions import InsufficientFunds
 
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    refused = [0] * threads
-    errors = [0] * threads
-    barrier = threading.Barrier(threads + 1)
-    stop_at = [0.0]
-
-    def worker(i: int) -> None:
+    @contextmanager
+    def worker(i: int):
         rng = random.Random(1000 + i)
         state = {"raw": psycopg.connect(raw_url, autocommit=True) if impl is raw_transfer else None}
+
+        def transfer() -> None:
+            source, target = rng.sample(ids, 2)
+            impl(state, source, target, Decimal(rng.randint(1, 500)) / 100)
+
         try:
-            barrier.wait()
-            while (started := time.perf_counter()) < stop_at[0]:
-                source, target = rng.sample(ids, 2)
-                amount = Decimal(rng.randint(1, 500)) / 100
-                try:
-                    impl(state, source, target, amount)
-                except (InsufficientFunds, InsufficientFundsRaw):
-                    refused[i] += 1
-                    continue
-                except (DatabaseError, psycopg.Error):
-                    errors[i] += 1
-                    continue
-                latencies[i].append((time.perf_counter() - started) * 1000)
+            yield transfer
         finally:
             if state["raw"] is not None:
                 state["raw"].close()
-            connection.close()
 
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    stop_at[0] = time.perf_counter() + seconds
-    barrier.wait()
-    for t in pool:
-        t.join()
-    flat = [x for per in latencies for x in per]
-    return {"done": len(flat), "latencies": flat, "refused": sum(refused), "errors": sum(errors)}
+    return threads_for(
+        threads,
+        seconds,
+        worker,
+        refused=(InsufficientFunds, InsufficientFundsRaw),
+        errors=(DatabaseError, psycopg.Error),
+    )
 
 
 def main() -> None:
