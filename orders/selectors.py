@@ -52,6 +52,11 @@ def order_get(*, order_id: int, customer_id: int | None = None) -> Order | None:
     return orders.first()
 
 
+def customer_of_user(*, user) -> Customer | None:
+    """The customer profile of a login, or None."""
+    return Customer.objects.filter(user=user).first()
+
+
 def customer_get(*, customer_id: int) -> Customer | None:
     """A customer with their paid order count and total spent, computed in SQL."""
     paid = Q(orders__status=OrderStatus.PAID)

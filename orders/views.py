@@ -10,10 +10,11 @@ from django.views.decorators.http import require_http_methods
 from dbops.pagination import cursor_parse
 from orders.exceptions import OrdersError, UnknownRegion
 from orders.forms import OrderForm, OrderLineFormSet
-from orders.models import Customer, Region
+from orders.models import Region
 from orders.selectors import (
     ORDER_PAGE_SIZE,
     customer_get,
+    customer_of_user,
     order_get,
     order_list,
     report_daily_sales,
@@ -26,10 +27,10 @@ def customer_scope(request) -> int | None:
     """None for staff (every customer); the customer id of a customer login; 404 for anyone else."""
     if request.user.is_staff:
         return None
-    customer_id = Customer.objects.filter(user=request.user).values_list("pk", flat=True).first()
-    if customer_id is None:
+    customer = customer_of_user(user=request.user)
+    if customer is None:
         raise Http404("No customer profile.")
-    return customer_id
+    return customer.pk
 
 
 @login_required
@@ -63,7 +64,7 @@ def customer_detail(request, customer_id: int):
 @login_required
 @require_http_methods(["GET", "POST"])
 def order_create(request):
-    customer = Customer.objects.filter(user=request.user).first()
+    customer = customer_of_user(user=request.user)
     if customer is None:
         raise PermissionDenied("Only a login with a customer profile can place orders.")
     if request.method == "POST":
