@@ -1,10 +1,11 @@
 from django import forms
 from django.contrib import admin
 
-from accounts.exceptions import AccountsError
+from accounts.exceptions import DomainError
 from accounts.models import Account, LedgerEntry, Transfer
 from accounts.services import account_update
-from dbops.admin_mixins import OptimisticLockAdminMixin
+from core.admin import InputCheckedAdminMixin, OptimisticLockAdminMixin
+from core.money import money_format
 
 
 class AccountAdminForm(forms.ModelForm):
@@ -19,9 +20,9 @@ class AccountAdminForm(forms.ModelForm):
 
 
 @admin.register(Account)
-class AccountAdmin(OptimisticLockAdminMixin, admin.ModelAdmin):
+class AccountAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.ModelAdmin):
     form = AccountAdminForm
-    list_display = ["id", "name", "owner", "currency", "balance", "version", "created_at"]
+    list_display = ["id", "name", "owner", "currency", "balance_display", "version", "created_at"]
     list_select_related = ["owner"]
     search_fields = ["name", "owner__username"]
     list_filter = ["currency"]
@@ -33,7 +34,11 @@ class AccountAdmin(OptimisticLockAdminMixin, admin.ModelAdmin):
         return [*self.readonly_fields, "owner", "currency"] if obj else self.readonly_fields
 
     optimistic_fields = frozenset({"name"})
-    conflict_errors = (AccountsError,)
+    conflict_errors = (DomainError,)
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_display(self, obj):
+        return money_format(obj.balance, obj.currency)
 
     def optimistic_update(self, obj, *, expected_version, changes):
         return account_update(account_id=obj.pk, expected_version=expected_version, **changes)
@@ -46,7 +51,7 @@ class AccountAdmin(OptimisticLockAdminMixin, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
     """Money history is append-only: visible in the admin, never edited there."""
 
     def has_add_permission(self, request):
@@ -66,7 +71,7 @@ class TransferAdmin(ReadOnlyAdmin):
         "created_at",
         "source",
         "target",
-        "amount",
+        "amount_display",
         "idempotency_key",
         "created_by",
     ]
@@ -74,9 +79,28 @@ class TransferAdmin(ReadOnlyAdmin):
     search_fields = ["idempotency_key", "memo"]
     show_full_result_count = False
 
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, obj):
+        return money_format(obj.amount, obj.source.currency)  # source is joined: no query
+
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "created_at", "account", "transfer", "amount", "balance_after"]
+    list_display = [
+        "id",
+        "created_at",
+        "account",
+        "transfer",
+        "amount_display",
+        "balance_after_display",
+    ]
     list_select_related = ["account", "transfer"]
     show_full_result_count = False
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, obj):
+        return money_format(obj.amount, obj.account.currency, signed=True)
+
+    @admin.display(description="balance after", ordering="balance_after")
+    def balance_after_display(self, obj):
+        return money_format(obj.balance_after, obj.account.currency)

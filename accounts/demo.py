@@ -5,45 +5,12 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
 from accounts.models import Account, LedgerEntry, Transfer
+from core.demo import BATCH, DEMO_PASSWORD, DEMO_USERNAME, demo_user_get, people_ensure
 
-DEMO_USERNAME = "demo"
-DEMO_PASSWORD = "demo-pass-2024"
-PEOPLE_PASSWORD = "people-pass-2024"
-BATCH = 2000
-
-
-def demo_user_ensure():
-    """The demo staff login, created once; its password is reset to the documented one."""
-    User = get_user_model()
-    user, _ = User.objects.get_or_create(
-        username=DEMO_USERNAME,
-        defaults={"email": "demo@example.com", "is_staff": True, "is_superuser": True},
-    )
-    user.set_password(DEMO_PASSWORD)
-    user.save(update_fields=["password"])
-    return user
-
-
-def people_ensure(count: int) -> list:
-    """Users person0001.. up to ``count``, created in bulk; existing ones are kept."""
-    User = get_user_model()
-    names = [f"person{i:04d}" for i in range(1, count + 1)]
-    existing = set(User.objects.filter(username__in=names).values_list("username", flat=True))
-    password = make_password(PEOPLE_PASSWORD)  # hashed once, shared: demo data only
-    User.objects.bulk_create(
-        [
-            User(username=n, email=f"{n}@example.com", password=password)
-            for n in names
-            if n not in existing
-        ],
-        batch_size=BATCH,
-    )
-    return list(User.objects.filter(username__in=names).order_by("username"))
+__all__ = ["DEMO_PASSWORD", "DEMO_USERNAME", "accounts_seed"]
 
 
 @transaction.atomic
@@ -51,7 +18,7 @@ def accounts_seed(*, accounts: int, transfers_per_account: int = 4, seed: int = 
     """Bring the demo data set up to ``accounts`` accounts with a transfer history; returns how many
     accounts were added. Balances, transfers and ledger entries are computed here and written with
     ``bulk_create``, consistently: each balance equals the sum of its entries."""
-    demo = demo_user_ensure()
+    demo = demo_user_get()
     have = Account.objects.filter(name__startswith="Demo ").count()
     missing = max(0, accounts - have)
     if not missing:

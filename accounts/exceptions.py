@@ -1,25 +1,40 @@
-"""Domain errors of the accounts app: each carries the data a caller needs to explain it."""
+"""Domain errors of the accounts app: each carries the data a caller needs to explain it.
+
+The errors every app shares (``InvalidAmount``, ``InvalidChange``, ``IdempotencyConflict``,
+``StaleVersion``) live in ``core.exceptions`` and are named here too, so callers import one module.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
+from core.exceptions import (
+    DomainError,
+    IdempotencyConflict,
+    InvalidAmount,
+    InvalidChange,
+    StaleVersion,
+)
+from core.money import money_format
 
-class AccountsError(Exception):
-    """Base of every domain error here; nothing was written when one is raised."""
+__all__ = [
+    "AccountNotFound",
+    "AccountsError",
+    "CurrencyMismatch",
+    "DomainError",
+    "IdempotencyConflict",
+    "InsufficientFunds",
+    "InvalidAmount",
+    "InvalidChange",
+    "NotAccountOwner",
+    "SameAccount",
+    "StaleVersion",
+]
 
-    message = "The operation could not be done."
 
-    def __init__(self, message: str | None = None):
-        super().__init__(message or self.message)
-
-
-class InvalidAmount(AccountsError):
-    def __init__(self, amount: Any, reason: str):
-        self.amount = amount
-        self.reason = reason
-        super().__init__(f"Invalid amount {amount!r}: {reason}.")
+class AccountsError(DomainError):
+    """Base of the errors only the accounts app raises."""
 
 
 class SameAccount(AccountsError):
@@ -51,30 +66,6 @@ class InsufficientFunds(AccountsError):
         self.requested = requested
         self.available = account.balance
         super().__init__(
-            f"Insufficient funds: {account.balance} {account.currency} available, {requested} requested."
-        )
-
-
-class IdempotencyConflict(AccountsError):
-    def __init__(self, key: str):
-        self.key = key
-        super().__init__(
-            f"Idempotency key {key!r} was already used for a different operation; "
-            "use a new key for a new operation."
-        )
-
-
-class InvalidChange(AccountsError):
-    def __init__(self, field: str, reason: str):
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
-
-
-class StaleVersion(AccountsError):
-    def __init__(self, current):
-        self.current = current
-        super().__init__(
-            f"Account {current.pk} was changed by someone else (now version {current.version}); "
-            "review its current values and apply your change again."
+            f"Insufficient funds: {money_format(account.balance, account.currency)} available, "
+            f"{money_format(requested, account.currency)} requested."
         )

@@ -1,24 +1,21 @@
-from decimal import Decimal
-
 from django import forms
 
-from accounts.models import MONEY_DIGITS, MONEY_MAX, MONEY_PLACES
 from accounts.selectors import account_list
+from core.forms import AmountField, IdempotencyKeyField
+from core.money import money_format
+
+
+class AccountChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.name} · {money_format(obj.balance, obj.currency)}"
 
 
 class TransferForm(forms.Form):
-    source = forms.ModelChoiceField(queryset=None, label="From")
-    target = forms.ModelChoiceField(queryset=None, label="To")
-    amount = forms.DecimalField(
-        max_digits=MONEY_DIGITS,
-        decimal_places=MONEY_PLACES,
-        min_value=Decimal("0.01"),
-        max_value=MONEY_MAX,
-    )
+    source = AccountChoiceField(queryset=None, label="From")
+    target = AccountChoiceField(queryset=None, label="To")
+    amount = AmountField()
     memo = forms.CharField(max_length=200, required=False)
-    # A fresh key per rendered form: a double click or a browser retry of this form sends the same
-    # key, and the service moves the money once.
-    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    idempotency_key = IdempotencyKeyField()
 
     def __init__(self, *args, owner, **kwargs):
         super().__init__(*args, **kwargs)

@@ -5,10 +5,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-# Money: 14 digits, 2 places, up to 999,999,999,999.99. Decimal end to end, never float.
-MONEY_DIGITS = 14
-MONEY_PLACES = 2
-MONEY_MAX = Decimal("999999999999.99")
+from core.idempotency import IDEMPOTENCY_KEY_MAX, idempotency_key_unique
+from core.money import money_field
 
 
 class Account(models.Model):
@@ -24,9 +22,7 @@ class Account(models.Model):
     )
     name = models.CharField(max_length=100)
     currency = models.CharField(max_length=3, default="EUR")
-    balance = models.DecimalField(
-        max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=Decimal("0.00")
-    )
+    balance = money_field(default=Decimal("0.00"))
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(db_default=Now(), editable=False)
 
@@ -58,8 +54,10 @@ class Transfer(models.Model):
     target = models.ForeignKey(
         Account, on_delete=models.PROTECT, related_name="transfers_in", db_index=False
     )
-    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
-    idempotency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (NULL: no key)
+    amount = money_field()
+    idempotency_key = models.CharField(  # noqa: DJ001 (NULL: no key)
+        max_length=IDEMPOTENCY_KEY_MAX, null=True, blank=True
+    )
     memo = models.CharField(max_length=200, blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -73,11 +71,7 @@ class Transfer(models.Model):
             models.CheckConstraint(
                 condition=~Q(source=F("target")), name="transfer_distinct_accounts"
             ),
-            models.UniqueConstraint(
-                fields=["source", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="transfer_idempotency_key_per_source",
-            ),
+            idempotency_key_unique("source", name="transfer_idempotency_key_per_source"),
         ]
         indexes = [
             # History pages: an account's newest transfers, in either direction, by keyset on id.
@@ -102,10 +96,12 @@ class LedgerEntry(models.Model):
     transfer = models.ForeignKey(
         Transfer, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
     )
-    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
-    balance_after = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    amount = money_field()
+    balance_after = money_field()
     # Deposits are idempotent too: unique per account.
-    idempotency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (NULL: no key)
+    idempotency_key = models.CharField(  # noqa: DJ001 (NULL: no key)
+        max_length=IDEMPOTENCY_KEY_MAX, null=True, blank=True
+    )
     created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
@@ -116,11 +112,7 @@ class LedgerEntry(models.Model):
             models.CheckConstraint(
                 condition=Q(balance_after__gte=0), name="ledger_balance_after_non_negative"
             ),
-            models.UniqueConstraint(
-                fields=["account", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="ledger_idempotency_key_per_account",
-            ),
+            idempotency_key_unique("account", name="ledger_idempotency_key_per_account"),
         ]
         indexes = [models.Index(fields=["account", "-id"], name="ledger_account_newest")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from accounts.models import Account, Transfer
+from core.pagination import keyset_slice
 
 TRANSFER_PAGE_SIZE = 25
 
@@ -19,19 +20,20 @@ def account_get(*, owner, account_id: int) -> Account | None:
 
 
 def transfer_list(
-    *, owner, after: int | None = None, limit: int = TRANSFER_PAGE_SIZE
+    *,
+    owner,
+    after: int | None = None,
+    before: int | None = None,
+    limit: int = TRANSFER_PAGE_SIZE,
 ) -> list[Transfer]:
-    """The owner's transfers, newest first, ``limit`` after the keyset cursor ``after`` (an id).
+    """The owner's transfers, newest first: ``limit`` older than the keyset cursor ``after`` (an
+    id), or with ``before``, the ``limit`` just newer than it.
 
     Keyset, not OFFSET: page 1,000 costs what page 1 costs. The two directions are separate index
     scans (transfer_source_newest, transfer_target_newest) that PostgreSQL ORs together.
     """
     mine = Account.objects.filter(owner=owner).values("pk")
-    transfers = (
-        Transfer.objects.filter(Q(source__in=mine) | Q(target__in=mine))
-        .select_related("source", "target")
-        .order_by("-pk")
+    transfers = Transfer.objects.filter(Q(source__in=mine) | Q(target__in=mine)).select_related(
+        "source", "target"
     )
-    if after is not None:
-        transfers = transfers.filter(pk__lt=after)
-    return list(transfers[:limit])
+    return keyset_slice(transfers, after=after, before=before, limit=limit)

@@ -13,90 +13,54 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, When
 
 from accounts.exceptions import (
     AccountNotFound,
-    AccountsError,
     CurrencyMismatch,
+    DomainError,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAmount,
     InvalidChange,
     NotAccountOwner,
     SameAccount,
-    StaleVersion,
 )
 from accounts.locks import accounts_lock
-from accounts.models import MONEY_MAX, MONEY_PLACES, Account, LedgerEntry, Transfer
+from accounts.models import Account, LedgerEntry, Transfer
+from core.idempotency import idempotency_key_clean
+from core.ids import id_parse
+from core.money import MONEY_MAX, money_parse
+from core.versioning import versioned_update
+from dbops.errors import error_text
 from dbops.retry import retry_transaction
+from dbops.timeouts import SERVICE_LOCK_TIMEOUT_MS, lock_timeout
 
-# A transfer waits this long for a row lock before giving up (and being retried): a stuck
-# transaction elsewhere then costs callers seconds, not the whole statement timeout.
-LOCK_TIMEOUT_MS = 2000
-IDEMPOTENCY_KEY_MAX = 64
 ACCOUNT_NAME_MAX = 100
-
-
-def money(value: Any) -> Decimal:
-    """A positive amount with at most two decimal places, or ``InvalidAmount``. Floats are refused."""
-    if isinstance(value, float | bool):
-        raise InvalidAmount(value, "pass a Decimal or a string, never a float")
-    try:
-        amount = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
-    except (InvalidOperation, ValueError):
-        raise InvalidAmount(value, "not a number") from None
-    if not amount.is_finite():
-        raise InvalidAmount(value, "not a finite number")
-    if amount <= 0:
-        raise InvalidAmount(value, "must be greater than zero")
-    if amount > MONEY_MAX:
-        raise InvalidAmount(value, f"at most {MONEY_MAX}")
-    if amount.as_tuple().exponent < -MONEY_PLACES and amount != amount.quantize(Decimal("0.01")):
-        raise InvalidAmount(value, "at most two decimal places")
-    return amount.quantize(Decimal("0.01"))
 
 
 def _account_id(value: Any) -> int:
     """An account primary key from an int or a digit string; anything else does not exist."""
-    if isinstance(value, bool):
+    account_id = id_parse(value)
+    if account_id is None:
         raise AccountNotFound(value)
-    if isinstance(value, int) and value > 0:
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    raise AccountNotFound(value)
-
-
-def _idempotency_key(key: str | None) -> str | None:
-    if key is None:
-        return None
-    key = str(key).strip()
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX:
-        raise InvalidChange("idempotency_key", f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
-    return key
-
-
-def _set_lock_timeout() -> None:
-    with connection.cursor() as cursor:
-        # SET LOCAL: only for this transaction, so pooled connections come back unchanged.
-        cursor.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+    return account_id
 
 
 @retry_transaction
 @transaction.atomic(durable=True)
+@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
 def account_deposit(
     *, account_id: int, amount: Any, idempotency_key: str | None = None
 ) -> LedgerEntry:
     """Add money to one account; a replay with the same key returns the first entry."""
     account_id = _account_id(account_id)
-    amount = money(amount)
-    key = _idempotency_key(idempotency_key)
-    _set_lock_timeout()
+    amount = money_parse(amount)
+    key = idempotency_key_clean(idempotency_key)
     account = accounts_lock([account_id]).get(account_id)
     if account is None:
         raise AccountNotFound(account_id)
@@ -130,8 +94,8 @@ def _transfer_apply(
 ) -> Transfer:
     """The transfer itself; the caller holds the transaction."""
     source_id, target_id = _account_id(source_id), _account_id(target_id)
-    amount = money(amount)
-    key = _idempotency_key(idempotency_key)
+    amount = money_parse(amount)
+    key = idempotency_key_clean(idempotency_key)
     memo = (memo or "").strip()
     if len(memo) > 200:
         raise InvalidChange("memo", "at most 200 characters")
@@ -154,6 +118,13 @@ def _transfer_apply(
             if earlier.target_id != target_id or earlier.amount != amount:
                 raise IdempotencyConflict(key)
             return earlier
+    return _transfer_write(source, target, amount, key=key, memo=memo, actor=actor)
+
+
+def _transfer_write(
+    source: Account, target: Account, amount: Decimal, *, key: str | None, memo: str, actor
+) -> Transfer:
+    """Check the locked accounts can take the transfer, then move the money and write the ledger."""
     if source.currency != target.currency:
         raise CurrencyMismatch(source.currency, target.currency)
     if source.balance < amount:
@@ -198,6 +169,7 @@ def _transfer_apply(
 
 @retry_transaction
 @transaction.atomic(durable=True)
+@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
 def transfer_create(
     *,
     source_id: int,
@@ -208,7 +180,6 @@ def transfer_create(
     actor=None,
 ) -> Transfer:
     """Move ``amount`` from source to target in one durable transaction, exactly once per key."""
-    _set_lock_timeout()
     return _transfer_apply(
         source_id=source_id,
         target_id=target_id,
@@ -222,7 +193,7 @@ def transfer_create(
 @dataclass
 class BatchResult:
     succeeded: list[tuple[int, Transfer]] = field(default_factory=list)
-    failed: list[tuple[int, AccountsError]] = field(default_factory=list)
+    failed: list[tuple[int, DomainError]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -234,19 +205,29 @@ TRANSFER_ITEM_FIELDS = {"source_id", "target_id", "amount", "idempotency_key", "
 
 @retry_transaction
 @transaction.atomic(durable=True)
+@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
 def transfer_batch(*, items: Iterable[Mapping[str, Any]], actor=None) -> BatchResult:
     """Many transfers in one transaction; bad items are reported, the good ones commit together."""
     items = list(items)
-    _set_lock_timeout()
     # Lock every account of the batch up front, in primary-key order: two batches touching the
     # same accounts then queue behind each other instead of deadlocking item by item.
-    account_ids = [
-        item[name]
-        for item in items
-        for name in ("source_id", "target_id")
-        if isinstance(item, Mapping) and isinstance(item.get(name), int)
-    ]
-    accounts_lock(account_ids)
+    accounts_lock(_batch_account_ids(items))
+    return _batch_apply(items, actor)
+
+
+def _batch_account_ids(items: list) -> set[int]:
+    """Every account id the items name, as the items would be read (ints or digit strings)."""
+    ids = set()
+    for item in items:
+        for name in ("source_id", "target_id"):
+            try:
+                ids.add(_account_id(item.get(name)))
+            except (AttributeError, AccountNotFound):
+                continue  # not a mapping, or no such id: the item fails on its own below
+    return ids
+
+
+def _batch_apply(items: list, actor) -> BatchResult:
     result = BatchResult()
     for index, item in enumerate(items):
         try:
@@ -267,11 +248,11 @@ def transfer_batch(*, items: Iterable[Mapping[str, Any]], actor=None) -> BatchRe
                     memo=item.get("memo", ""),
                     actor=actor,
                 )
-        except AccountsError as exc:
+        except DomainError as exc:
             result.failed.append((index, exc))
         except IntegrityError as exc:
             # A constraint the checks above did not foresee: this item only.
-            result.failed.append((index, InvalidChange("item", str(exc).splitlines()[0])))
+            result.failed.append((index, InvalidChange("item", error_text(exc))))
         else:
             result.succeeded.append((index, transfer))
     return result
@@ -295,12 +276,7 @@ def account_update(*, account_id: int, expected_version: int, **changes: Any) ->
         if not name or len(name) > ACCOUNT_NAME_MAX:
             raise InvalidChange("name", f"must be 1 to {ACCOUNT_NAME_MAX} characters")
         changes["name"] = name
-    updated = Account.objects.filter(pk=account_id, version=expected_version).update(
-        **changes, version=F("version") + 1
-    )
-    current = Account.objects.filter(pk=account_id).first()
+    current = versioned_update(Account, pk=account_id, expected_version=expected_version, **changes)
     if current is None:
         raise AccountNotFound(account_id)
-    if updated == 0:
-        raise StaleVersion(current)
     return current

@@ -6,11 +6,22 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from accounts.exceptions import AccountsError, StaleVersion
+from accounts.exceptions import DomainError, StaleVersion
 from accounts.forms import AccountEditForm, TransferForm
 from accounts.selectors import TRANSFER_PAGE_SIZE, account_get, account_list, transfer_list
 from accounts.services import account_update, transfer_create
-from dbops.pagination import cursor_parse
+from core.money import money_format
+from core.pagination import cursor_parse, keyset_page
+
+
+def transfers_as_seen_by(transfers, user):
+    """Mark each transfer in, out or between the user's own accounts (no query: both accounts
+    are joined already)."""
+    for transfer in transfers:
+        outgoing = transfer.source.owner_id == user.pk
+        incoming = transfer.target.owner_id == user.pk
+        transfer.direction = "own" if outgoing and incoming else "out" if outgoing else "in"
+    return transfers
 
 
 @login_required
@@ -20,7 +31,9 @@ def overview(request):
         "accounts/overview.html",
         {
             "accounts": account_list(owner=request.user),
-            "transfers": transfer_list(owner=request.user, limit=10),
+            "transfers": transfers_as_seen_by(
+                transfer_list(owner=request.user, limit=10), request.user
+            ),
         },
     )
 
@@ -41,10 +54,14 @@ def transfer_create_view(request):
                     memo=data["memo"],
                     actor=request.user,
                 )
-            except AccountsError as exc:
+            except DomainError as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, f"Transfer #{transfer.pk}: {transfer.amount} sent.")
+                messages.success(
+                    request,
+                    f"Transfer #{transfer.pk}: {money_format(transfer.amount, data['source'].currency)}"
+                    f" sent from {data['source'].name} to {data['target'].name}.",
+                )
                 return redirect("accounts:transfer_list")
         return render(request, "accounts/transfer_form.html", {"form": form}, status=400)
     form = TransferForm(owner=request.user, initial={"idempotency_key": uuid4().hex})
@@ -53,11 +70,16 @@ def transfer_create_view(request):
 
 @login_required
 def transfer_list_view(request):
-    after = cursor_parse(request.GET.get("after"))
-    page = transfer_list(owner=request.user, after=after)
-    next_after = page[-1].pk if len(page) == TRANSFER_PAGE_SIZE else None
+    page = keyset_page(
+        lambda **cursor: transfer_list(owner=request.user, **cursor),
+        after=cursor_parse(request.GET.get("after")),
+        before=cursor_parse(request.GET.get("before")),
+        size=TRANSFER_PAGE_SIZE,
+    )
     return render(
-        request, "accounts/transfer_list.html", {"transfers": page, "next_after": next_after}
+        request,
+        "accounts/transfer_list.html",
+        {"transfers": transfers_as_seen_by(page.items, request.user), "page": page},
     )
 
 
@@ -83,7 +105,7 @@ def account_edit(request, account_id: int):
                     {"current": exc.current, "submitted": form.cleaned_data},
                     status=409,
                 )
-            except AccountsError as exc:
+            except DomainError as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Account “{form.cleaned_data['name']}” saved.")

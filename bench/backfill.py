@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import table, write_results  # noqa: E402
 from bench.dataset import customers_populate, django_setup, under_writes  # noqa: E402
-from dbops import embedded  # noqa: E402
+from devdb import embedded  # noqa: E402
 
 EXPRESSION = "lower(btrim(email))"
 SINGLE_UPDATE = "UPDATE orders_customer SET email_normalized = lower(btrim(email)) WHERE email_normalized IS NULL"
@@ -62,7 +62,7 @@ def main() -> None:
         django_setup(server.socket_url())
         from django.db import connection
 
-        from dbops.backfill import backfill, plan_build
+        from dbops.backfill import BackfillOptions, Expression, backfill, plan_build
 
         print(f"populating {args.rows:,} customers...", file=sys.stderr)
         customers_populate(args.rows, migrate_to="0002")
@@ -91,14 +91,17 @@ def main() -> None:
 
         for target_ms in (args.target_batch_ms, args.low_target_batch_ms):
             plan = plan_build(
-                model_label="orders.Customer",
-                field_name="email_normalized",
-                expression=EXPRESSION,
-                batch_size=1000,
-                target_batch_ms=target_ms,
+                BackfillOptions(
+                    model_label="orders.Customer",
+                    field_name="email_normalized",
+                    source=Expression(EXPRESSION),
+                    batch_size=1000,
+                    target_batch_ms=target_ms,
+                    restart=True,
+                )
             )
             seconds, w, run = under_writes(
-                server.socket_url(), args.rows, lambda plan=plan: backfill(plan, restart=True)
+                server.socket_url(), args.rows, lambda plan=plan: backfill(plan)
             )
             rows.append(
                 row(

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, percentile, table, write_results  # noqa: E402
-from dbops import embedded  # noqa: E402
+from devdb import embedded  # noqa: E402
 
 CONFIGS = [
     ("CONN_MAX_AGE=0 (new connection per request)", {"DB_CONN_MAX_AGE": "0"}),

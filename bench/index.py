@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import table, write_results  # noqa: E402
 from bench.dataset import customers_populate, django_setup, under_writes  # noqa: E402
-from dbops import embedded  # noqa: E402
+from devdb import embedded  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Pages: constant query counts, the N+1 version of the orders list, optimistic vs pessimistic stock.
+"""Pages: constant query counts, the N+1 version of the orders list, deferred columns, optimistic
+vs pessimistic stock.
 
 In one run against a throwaway PostgreSQL:
 1. each orders page at 10, 100 and 1,000 orders: queries and median server time (in-process
@@ -6,7 +7,10 @@ In one run against a throwaway PostgreSQL:
 2. the orders list of 50 orders x 5 items rendered from ``order_list`` vs the same template fed
    plain querysets (a query per order for its items, per item for its product, per order for its
    customer and item count): queries, median time, ratio;
-3. stock taken from one hot product by 1, 4 and 8 threads, each "order" one transaction taking
+3. the orders list (50 orders x 5 items, each product with a description of a few KB) and the
+   products list, with the description left out (``defer``, what the selectors do) and loaded:
+   median time, description bytes loaded, ratio;
+4. stock taken from one hot product by 1, 4 and 8 threads, each "order" one transaction taking
    one unit: optimistic (``orders.services._stock_take``: version-checked conditional UPDATE,
    re-read on a lost race) vs pessimistic (``select_for_update()`` then an ``F()`` UPDATE).
 
@@ -29,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import LogCounter, percentile, table, threads_for, write_results  # noqa: E402
-from dbops import embedded  # noqa: E402
+from devdb import embedded  # noqa: E402
 
 
 def timed_requests(client, path: str, repeat: int) -> tuple[int, float]:
@@ -136,6 +140,98 @@ def n_plus_one_section(repeat: int) -> str:
     )
 
 
+def deferred_section(repeat: int) -> str:
+    import random
+
+    from django.db.models import Count, Prefetch
+    from django.template.loader import render_to_string
+
+    from orders.models import Order, OrderItem, Product
+    from orders.selectors import order_list, product_list
+    from orders.services import customer_create
+
+    customer = customer_create(name="Deferred", email="deferred@bench.example", region="east")
+    products = list(Product.objects.order_by("pk")[:60])
+    rng = random.Random(13)
+    orders = Order.objects.bulk_create(
+        [Order(customer=customer, total=Decimal("5.00"), status="paid") for _ in range(50)]
+    )
+    OrderItem.objects.bulk_create(
+        [
+            OrderItem(order=o, product=p, quantity=1, unit_price=p.price)
+            for o in orders
+            for p in rng.sample(products, 5)
+        ]
+    )
+
+    def orders_loaded():
+        """The selector's queryset without its defer(): every item's product row in full."""
+        items = OrderItem.objects.select_related("product").order_by("pk")
+        return list(
+            Order.objects.select_related("customer")
+            .prefetch_related(Prefetch("items", queryset=items))
+            .annotate(item_count=Count("items"))
+            .filter(customer_id=customer.pk)
+            .order_by("-pk")[:50]
+        )
+
+    def orders_page(fetch):
+        return lambda: render_to_string("orders/_orders.html", {"orders": fetch()})
+
+    def description_kb(products) -> float:
+        return sum(len(p.__dict__.get("description", "").encode()) for p in products) / 1024
+
+    def item_products(orders):
+        return [item.product for order in orders for item in order.items.all()]
+
+    def orders_deferred():
+        return order_list(customer_id=customer.pk)
+
+    def products_deferred():
+        return list(product_list())
+
+    def products_loaded():
+        return list(Product.objects.order_by("pk")[:50])
+
+    orders_kb = description_kb(item_products(orders_loaded()))
+    assert description_kb(item_products(orders_deferred())) == 0
+    pairs = [
+        ("orders list, 50 orders x 5 items: query", orders_deferred, orders_loaded, orders_kb),
+        (
+            "orders list, 50 orders x 5 items: query + template",
+            orders_page(orders_deferred),
+            orders_page(orders_loaded),
+            orders_kb,
+        ),
+        (
+            "products list, 50 products: query",
+            products_deferred,
+            products_loaded,
+            description_kb(products_loaded()),
+        ),
+    ]
+    rows = []
+    for page, deferred, loaded, kb in pairs:
+        deferred_ms, loaded_ms = _interleaved_medians_ms(deferred, loaded, repeat)
+        rows.append([page, "deferred", "0 KB", deferred_ms, "1.00x"])
+        rows.append([page, "loaded", f"{kb:,.0f} KB", loaded_ms, f"{loaded_ms / deferred_ms:.2f}x"])
+    return table(
+        ["list", "description", "description text loaded", "median ms", "vs deferred"], rows
+    )
+
+
+def _interleaved_medians_ms(first, second, repeat: int) -> tuple[float, float]:
+    """Median times of two functions run alternately, so a change in load hits both alike."""
+    first(), second()
+    times = ([], [])
+    for _ in range(repeat):
+        for fn, into in ((first, times[0]), (second, times[1])):
+            started = time.perf_counter()
+            fn()
+            into.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def optimistic_take(product_id: int) -> None:
     from django.db import transaction
 
@@ -230,12 +326,18 @@ def main() -> None:
         print(pages, file=sys.stderr)
         n1 = n_plus_one_section(args.repeat)
         print(n1, file=sys.stderr)
+        deferred = deferred_section(args.repeat * 5)
+        print(deferred, file=sys.stderr)
         stock = stock_section(args.seconds)
 
     body = (
         "In-process requests through the full middleware stack (DEBUG off), PostgreSQL 18 (embedded) over a unix "
         f"socket; medians of {args.repeat} warm requests.\n\n## Queries per page\n\n{pages}\n\n"
         f"## The orders list with and without the selector\n\n{n1}\n\n"
+        "## Deferred columns: lists with and without the product descriptions\n\n"
+        "Products from `seed_demo` (descriptions of 1.8 to 5 KB, 3.4 KB on average). The orders "
+        "list is queried and rendered with its template; the products list is the query alone. "
+        f"Medians of {args.repeat * 5} runs.\n\n{deferred}\n\n"
         f"## Optimistic vs pessimistic stock, {args.seconds:g} s per run\n\n{stock}\n"
     )
     write_results("pages", "Pages, N+1 and stock locking", "bench/pages.py", body)

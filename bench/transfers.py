@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import LogCounter, percentile, table, threads_for, write_results  # noqa: E402
-from dbops import embedded  # noqa: E402
+from devdb import embedded  # noqa: E402
 
 OPENING = Decimal("1000.00")
 THREADS = (1, 4, 8)

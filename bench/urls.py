@@ -1,6 +1,18 @@
+import asyncio
+import time
+
+from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import HttpResponse
+from django.shortcuts import render
 from django.urls import include, path
+
+from core.pagination import cursor_parse
+from orders.models import Product
+from orders.selectors import PRODUCT_PAGE_SIZE, product_list
+
+# A call to a slow upstream service (a payment provider, a search API), simulated by sleeping.
+UPSTREAM_SECONDS = 0.5
 
 
 def one_query(request):
@@ -10,4 +22,30 @@ def one_query(request):
     return HttpResponse("ok")
 
 
-urlpatterns = [path("bench/one-query", one_query), path("", include("config.urls"))]
+def upstream_sync(request):
+    time.sleep(UPSTREAM_SECONDS)  # holds the worker thread while it waits
+    return HttpResponse("ok")
+
+
+async def upstream_async(request):
+    await asyncio.sleep(UPSTREAM_SECONDS)  # the event loop serves other requests meanwhile
+    return HttpResponse("ok")
+
+
+@login_required
+def product_list_sync(request):
+    """``orders.views.product_list_view`` written as a sync view, for WSGI: same selector,
+    same template, same queries."""
+    products = list(product_list(after=cursor_parse(request.GET.get("after"))))
+    next_after = products[-1].pk if len(products) == PRODUCT_PAGE_SIZE else None
+    context = {"products": products, "total": Product.objects.count(), "next_after": next_after}
+    return render(request, "orders/product_list.html", context)
+
+
+urlpatterns = [
+    path("bench/one-query", one_query),
+    path("bench/upstream-sync", upstream_sync),
+    path("bench/upstream-async", upstream_async),
+    path("bench/products-sync/", product_list_sync),
+    path("", include("config.urls")),
+]

@@ -6,4 +6,10 @@ class DbopsConfig(AppConfig):
     verbose_name = "Database operations"
 
     def ready(self):
+        from django.db.backends.signals import connection_created
+
         from dbops import checks  # noqa: F401  (registers the system checks)
+        from dbops.instrumentation import instrument
+
+        # Every connection object, in every thread, carries the query counter's wrapper.
+        connection_created.connect(instrument, dispatch_uid="dbops.instrumentation.instrument")

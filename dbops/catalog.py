@@ -15,6 +15,13 @@ class ConnectionLimits:
     reserved: int  # reserved_connections, PostgreSQL 16+; 0 before
 
 
+def _dicts(alias: str, columns: list[str], sql: str, params=()) -> list[dict]:
+    """Rows of a catalog query as dicts keyed by ``columns``."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
 def server_version(alias: str = "default") -> str:
     with connections[alias].cursor() as cursor:
         cursor.execute("SHOW server_version")
@@ -41,9 +48,10 @@ def unapplied_migrations(alias: str = "default") -> list[str]:
 
 def invalid_indexes(alias: str = "default") -> list[dict]:
     """Indexes left INVALID, usually by a CREATE INDEX CONCURRENTLY that failed or was killed."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            """
+    return _dicts(
+        alias,
+        ["index", "table"],
+        """
             SELECT idx.relname, tbl.relname
               FROM pg_index i
               JOIN pg_class idx ON idx.oid = i.indexrelid
@@ -51,25 +59,24 @@ def invalid_indexes(alias: str = "default") -> list[dict]:
               JOIN pg_namespace n ON n.oid = idx.relnamespace
              WHERE NOT i.indisvalid AND n.nspname = ANY(current_schemas(false))
              ORDER BY 1
-            """
-        )
-        return [{"index": name, "table": table} for name, table in cursor.fetchall()]
+        """,
+    )
 
 
 def not_valid_constraints(alias: str = "default") -> list[dict]:
     """Constraints added NOT VALID and not yet validated: new rows are checked, old ones are not."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            """
+    return _dicts(
+        alias,
+        ["constraint", "table"],
+        """
             SELECT c.conname, t.relname
               FROM pg_constraint c
               JOIN pg_class t ON t.oid = c.conrelid
               JOIN pg_namespace n ON n.oid = t.relnamespace
              WHERE NOT c.convalidated AND n.nspname = ANY(current_schemas(false))
              ORDER BY 1
-            """
-        )
-        return [{"constraint": name, "table": table} for name, table in cursor.fetchall()]
+        """,
+    )
 
 
 def replica_lag_seconds(alias: str) -> float | None:
@@ -85,9 +92,10 @@ def replica_lag_seconds(alias: str) -> float | None:
 
 def long_transactions(alias: str = "default", *, older_than_s: float = 60) -> list[dict]:
     """Sessions whose transaction has been open longer than ``older_than_s`` (any state)."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            """
+    return _dicts(
+        alias,
+        ["pid", "user", "application", "state", "age_s", "query"],
+        """
             SELECT pid, usename, application_name, state,
                    extract(epoch FROM now() - xact_start)::float AS age_s, left(query, 200)
               FROM pg_stat_activity
@@ -95,34 +103,32 @@ def long_transactions(alias: str = "default", *, older_than_s: float = 60) -> li
                AND xact_start IS NOT NULL AND now() - xact_start > make_interval(secs => %s)
              ORDER BY xact_start
             """,
-            [older_than_s],
-        )
-        columns = ["pid", "user", "application", "state", "age_s", "query"]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        [older_than_s],
+    )
 
 
 def idle_in_transaction(alias: str = "default", *, older_than_s: float = 30) -> list[dict]:
     """Sessions idle inside an open transaction: holding locks and snapshots, doing nothing."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            """
+    return _dicts(
+        alias,
+        ["pid", "user", "application", "idle_s", "query"],
+        """
             SELECT pid, usename, application_name, extract(epoch FROM now() - state_change)::float AS idle_s, left(query, 200)
               FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()
                AND state LIKE 'idle in transaction%%' AND now() - state_change > make_interval(secs => %s)
              ORDER BY state_change
             """,
-            [older_than_s],
-        )
-        columns = ["pid", "user", "application", "idle_s", "query"]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        [older_than_s],
+    )
 
 
 def blocked_locks(alias: str = "default") -> list[dict]:
     """Sessions waiting for a lock, with the sessions blocking them."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            """
+    return _dicts(
+        alias,
+        ["pid", "waiting_s", "query", "blocked_by_pid", "blocker_state", "blocker_query"],
+        """
             SELECT blocked.pid, extract(epoch FROM now() - blocked.query_start)::float AS waiting_s,
                    left(blocked.query, 200), blocker.pid, blocker.state, left(blocker.query, 200)
               FROM pg_stat_activity blocked
@@ -130,7 +136,5 @@ def blocked_locks(alias: str = "default") -> list[dict]:
               JOIN pg_stat_activity blocker ON blocker.pid = b.pid
              WHERE blocked.datname = current_database()
              ORDER BY blocked.query_start
-            """
-        )
-        columns = ["pid", "waiting_s", "query", "blocked_by_pid", "blocker_state", "blocker_query"]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+            """,
+    )

@@ -1,4 +1,8 @@
-"""System checks: ``manage.py check --database default`` runs the database-tagged ones."""
+"""System checks: ``manage.py check --database default`` runs the database-tagged ones.
+
+The migration safety check (``dbops.migration_safety``) needs no database: ``manage.py check``
+runs it, and so does ``migrate`` before it applies anything.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ from django.core.checks import Tags, Warning, register
 from django.db import DatabaseError, connections
 
 from dbops.catalog import connection_limits
+from dbops.migration_safety import check_migration_safety
+
+# Every migration of the project's own apps, on `manage.py check` and before `migrate` applies any.
+register(check_migration_safety, "migrations")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.db import DatabaseError
 
 from dbops import catalog
 from dbops.checks import pool_sizing
+from dbops.errors import error_text
 
 
 @dataclass
@@ -20,10 +22,77 @@ class Finding:
     action: str = ""
 
 
+@dataclass(frozen=True)
+class ListCheck:
+    """A check that passes when a catalog query returns no rows."""
+
+    name: str
+    rows: Callable[[str], list[dict[str, Any]]]
+    found: Callable[[int], str]  # summary for n rows
+    clear: str  # summary when there are none
+    action: str
+
+
+def _checks(long_transaction_s: float, idle_s: float) -> list[ListCheck]:
+    return [
+        ListCheck(
+            "migrations",
+            lambda alias: [{"migration": m} for m in catalog.unapplied_migrations(alias)],
+            lambda n: f"{n} unapplied",
+            "all applied",
+            "run manage.py migrate",
+        ),
+        ListCheck(
+            "invalid indexes",
+            catalog.invalid_indexes,
+            lambda n: f"{n} INVALID",
+            "none",
+            "a concurrent build failed or was killed: drop the index (DROP INDEX CONCURRENTLY) and run its migration again",
+        ),
+        ListCheck(
+            "NOT VALID constraints",
+            catalog.not_valid_constraints,
+            lambda n: f"{n} not validated",
+            "none",
+            "old rows are unchecked: run the migration that validates them (ALTER TABLE ... VALIDATE CONSTRAINT)",
+        ),
+        ListCheck(
+            "long transactions",
+            lambda alias: catalog.long_transactions(alias, older_than_s=long_transaction_s),
+            lambda n: f"{n} open longer than {long_transaction_s:g} s",
+            f"none over {long_transaction_s:g} s",
+            "they hold locks and stop VACUUM: find their owner; pg_terminate_backend(pid) if they are stuck",
+        ),
+        ListCheck(
+            "idle in transaction",
+            lambda alias: catalog.idle_in_transaction(alias, older_than_s=idle_s),
+            lambda n: f"{n} idle inside a transaction over {idle_s:g} s",
+            "none",
+            "a client opened a transaction and went away: fix the client; set idle_in_transaction_session_timeout",
+        ),
+        ListCheck(
+            "blocked locks",
+            catalog.blocked_locks,
+            lambda n: f"{n} session(s) waiting for a lock",
+            "none",
+            "see blocked_by_pid: end or finish the blocking session",
+        ),
+    ]
+
+
+def _pool_finding(alias: str) -> Finding:
+    sizing = pool_sizing(alias)
+    return Finding(
+        "pool sizing",
+        sizing.fits,
+        f"{sizing.workers} workers x {sizing.per_worker} = {sizing.demand} connections; the server gives {sizing.available}",
+        action="lower WEB_CONCURRENCY or DB_POOL_MAX_SIZE, or raise max_connections",
+    )
+
+
 def examine(
     *, alias: str = "default", long_transaction_s: float = 60, idle_s: float = 30
 ) -> list[Finding]:
-    findings: list[Finding] = []
     try:
         version = catalog.server_version(alias)
     except DatabaseError as exc:
@@ -31,81 +100,14 @@ def examine(
             Finding(
                 "connection",
                 False,
-                f"cannot reach the database: {str(exc).strip().splitlines()[0]}",
+                f"cannot reach the database: {error_text(exc)}",
                 action="check DATABASE_URL and the server",
             )
         ]
-    findings.append(Finding("connection", True, f"PostgreSQL {version}"))
-
-    pending = catalog.unapplied_migrations(alias)
-    findings.append(
-        Finding(
-            "migrations",
-            not pending,
-            f"{len(pending)} unapplied" if pending else "all applied",
-            [{"migration": m} for m in pending],
-            "run manage.py migrate",
-        )
-    )
-    invalid = catalog.invalid_indexes(alias)
-    findings.append(
-        Finding(
-            "invalid indexes",
-            not invalid,
-            f"{len(invalid)} INVALID" if invalid else "none",
-            invalid,
-            "a concurrent build failed or was killed: drop the index (DROP INDEX CONCURRENTLY) and run its migration again",
-        )
-    )
-    not_valid = catalog.not_valid_constraints(alias)
-    findings.append(
-        Finding(
-            "NOT VALID constraints",
-            not not_valid,
-            f"{len(not_valid)} not validated" if not_valid else "none",
-            not_valid,
-            "old rows are unchecked: run the migration that validates them (ALTER TABLE ... VALIDATE CONSTRAINT)",
-        )
-    )
-    long = catalog.long_transactions(alias, older_than_s=long_transaction_s)
-    findings.append(
-        Finding(
-            "long transactions",
-            not long,
-            f"{len(long)} open longer than {long_transaction_s:g} s"
-            if long
-            else f"none over {long_transaction_s:g} s",
-            long,
-            "they hold locks and stop VACUUM: find their owner; pg_terminate_backend(pid) if they are stuck",
-        )
-    )
-    idle = catalog.idle_in_transaction(alias, older_than_s=idle_s)
-    findings.append(
-        Finding(
-            "idle in transaction",
-            not idle,
-            f"{len(idle)} idle inside a transaction over {idle_s:g} s" if idle else "none",
-            idle,
-            "a client opened a transaction and went away: fix the client; set idle_in_transaction_session_timeout",
-        )
-    )
-    blocked = catalog.blocked_locks(alias)
-    findings.append(
-        Finding(
-            "blocked locks",
-            not blocked,
-            f"{len(blocked)} session(s) waiting for a lock" if blocked else "none",
-            blocked,
-            "see blocked_by_pid: end or finish the blocking session",
-        )
-    )
-    sizing = pool_sizing(alias)
-    findings.append(
-        Finding(
-            "pool sizing",
-            sizing.fits,
-            f"{sizing.workers} workers x {sizing.per_worker} = {sizing.demand} connections; the server gives {sizing.available}",
-            action="lower WEB_CONCURRENCY or DB_POOL_MAX_SIZE, or raise max_connections",
-        )
-    )
+    findings = [Finding("connection", True, f"PostgreSQL {version}")]
+    for check in _checks(long_transaction_s, idle_s):
+        rows = check.rows(alias)
+        summary = check.found(len(rows)) if rows else check.clear
+        findings.append(Finding(check.name, not rows, summary, rows, check.action))
+    findings.append(_pool_finding(alias))
     return findings

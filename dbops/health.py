@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connections
 
 from dbops import catalog
+from dbops.errors import error_text
 
 
 def connection_reuse(alias: str = "default") -> dict[str, Any]:
@@ -39,7 +41,13 @@ def connection_reuse(alias: str = "default") -> dict[str, Any]:
 
 
 def readiness() -> tuple[bool, dict[str, Any]]:
-    """(ready, report). Not ready when the database cannot be reached or migrations are pending."""
+    """(ready, report). Not ready when the database cannot be reached.
+
+    Unapplied migrations are listed but do not make the process unready, unless
+    ``HEALTH_FAIL_ON_PENDING_MIGRATIONS`` is on: between the expand and contract steps of a
+    zero-downtime change they are expected, and failing readiness then would take every pod out of
+    service during the very backfill meant to avoid downtime.
+    """
     report: dict[str, Any] = {"status": "ok", "database": {}}
     try:
         connection = connections["default"]
@@ -57,26 +65,24 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         report["not_valid_constraints"] = catalog.not_valid_constraints()
     except DatabaseError as exc:
         _discard_broken_connection("default")
+        # The reason is for anyone; the error text (hosts, ports, users) only for those who may
+        # see details.
         return False, {
             "status": "unavailable",
-            "reason": f"database unreachable: {_first_line(exc)}",
+            "reason": "database unreachable",
+            "error": error_text(exc),
         }
     if "replica" in connections:
         try:
             report["replica"] = {"lag_s": catalog.replica_lag_seconds("replica")}
         except DatabaseError as exc:
             _discard_broken_connection("replica")
-            report["replica"] = {"error": _first_line(exc)}
-    if pending:
+            report["replica"] = {"error": error_text(exc)}
+    if pending and getattr(settings, "HEALTH_FAIL_ON_PENDING_MIGRATIONS", False):
         report["status"] = "unavailable"
         report["reason"] = f"{len(pending)} unapplied migration(s): run manage.py migrate"
         return False, report
     return True, report
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return text.splitlines()[0]
 
 
 def _discard_broken_connection(alias: str) -> None:

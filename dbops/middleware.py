@@ -1,27 +1,99 @@
 import logging
 
-from django.db import InterfaceError, OperationalError
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.db import InterfaceError, OperationalError, connections
 from django.template.response import TemplateResponse
+from django.utils.deprecation import MiddlewareMixin
+from django.utils.html import format_html, format_html_join
 
-from dbops.instrumentation import track_queries
+from dbops.instrumentation import QueryStats, track_queries
 
 logger = logging.getLogger("dbops")
 
+# Pages show this request's figures in their footer ({% query_stats %}). The footer is rendered
+# before the request is over (the session is saved later, on the way out), so it carries this
+# marker, and the middleware puts the numbers in once every query has run: the same totals as
+# the headers, never a count taken half way.
+QUERY_STATS_MARKER = "<!--dbops:query-stats-->"
+
+
+def query_stats_html(stats: QueryStats) -> str:
+    """'4 queries in 3.1 ms', and the count per database alias when there is more than one."""
+    text = format_html(
+        '<span data-db-query-count="{0}">{0}</span> quer{1} in '
+        '<span data-db-query-time-ms="{2}">{2}</span> ms',
+        stats.count,
+        "y" if stats.count == 1 else "ies",
+        f"{stats.total_ms:.1f}",
+    )
+    aliases = sorted(set(connections.settings) | set(stats.by_alias))
+    if len(aliases) > 1:
+        counts = ((alias, stats.by_alias.get(alias, [0])[0]) for alias in aliases)
+        text += format_html(
+            " ({})",
+            format_html_join(
+                ", ",
+                '{}: <span data-db-alias-query-count="{}">{}</span>',
+                ((alias, alias, count) for alias, count in counts),
+            ),
+        )
+    return text
+
+
+def _fill_query_stats(response, stats: QueryStats) -> None:
+    if response.streaming or not response.get("Content-Type", "").startswith("text/html"):
+        return
+    marker = QUERY_STATS_MARKER.encode()
+    if marker not in response.content:
+        return
+    response.content = response.content.replace(marker, query_stats_html(stats).encode(), 1)
+    if response.has_header("Content-Length"):
+        response["Content-Length"] = str(len(response.content))
+
+
+def _unrendered(response) -> bool:
+    return hasattr(response, "render") and not response.is_rendered
+
 
 class QueryCountMiddleware:
-    """Adds ``X-DB-Query-Count`` and ``X-DB-Query-Time-Ms`` to every response."""
+    """Adds ``X-DB-Query-Count`` and ``X-DB-Query-Time-Ms`` to every response.
+
+    Sync and async: under ASGI a sync-only middleware would make Django run the rest of the chain,
+    async views included, in a thread per request. The count includes the queries the async ORM
+    runs in worker threads (``dbops.instrumentation``).
+    """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
         with track_queries() as stats:
             response = self.get_response(request)
             # Render lazy responses inside the block, so their template's queries count too.
-            if hasattr(response, "render") and not response.is_rendered:
+            if _unrendered(response):
                 response.render()
+        return self._headers_add(response, stats)
+
+    async def __acall__(self, request):
+        with track_queries() as stats:
+            response = await self.get_response(request)
+            if _unrendered(response):
+                await sync_to_async(response.render)()
+        return self._headers_add(response, stats)
+
+    @staticmethod
+    def _headers_add(response, stats):
         response.headers["X-DB-Query-Count"] = str(stats.count)
         response.headers["X-DB-Query-Time-Ms"] = f"{stats.total_ms:.1f}"
+        _fill_query_stats(response, stats)
         return response
 
 
@@ -32,14 +104,10 @@ def database_unavailable_response(request, exc: Exception) -> TemplateResponse:
     return response
 
 
-class DatabaseUnavailableMiddleware:
-    """A database that is down or overloaded is a plain 503 page, never a traceback."""
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
+    """A database that is down or overloaded is a plain 503 page, never a traceback.
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        return self.get_response(request)
+    ``MiddlewareMixin`` makes it sync and async: Django calls ``process_exception`` either way."""
 
     def process_exception(self, request, exception):
         if isinstance(exception, OperationalError | InterfaceError):

@@ -11,30 +11,35 @@ bounded number of times, then fails with a message saying what to look for.
   leftover INVALID index of the same name (a build that failed or was killed) is dropped first.
 - ``AddUniqueConstraintConcurrently``: a unique index built concurrently, then attached as the
   constraint (``ADD CONSTRAINT ... UNIQUE USING INDEX``), which takes the lock only briefly.
-- ``AddForeignKeyNotValid`` then ``ValidateConstraint``: the foreign key checks new rows at once;
-  old rows are checked later under a lock that does not block writes.
+- ``AddForeignKeyNotValid`` then ``ValidateConstraintWithLockTimeout``: the foreign key checks new
+  rows at once; old rows are checked later under a lock that does not block writes.
 - ``SetNotNullPhased``: CHECK (col IS NOT NULL) NOT VALID, VALIDATE, SET NOT NULL (which trusts
   the valid check and skips its full scan), drop the check.
 - ``RequireNoNulls``: stop before any lock when a backfill is not finished, naming the command.
+
+Every operation deconstructs to all of its arguments (defaults left out), so a migration written
+by ``makemigrations``, ``squashmigrations`` or ``MigrationWriter`` runs with the same timeouts.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable
 
 from django.contrib.postgres.operations import AddIndexConcurrently as DjangoAddIndexConcurrently
+from django.contrib.postgres.operations import NotInTransactionMixin
 from django.contrib.postgres.operations import (
     RemoveIndexConcurrently as DjangoRemoveIndexConcurrently,
 )
+from django.contrib.postgres.operations import ValidateConstraint as DjangoValidateConstraint
 from django.core.management.base import CommandError
-from django.db import NotSupportedError, OperationalError
+from django.db import OperationalError
 from django.db.migrations.operations.base import Operation
 from django.db.models import UniqueConstraint
 
-from dbops.retry import sqlstate
+from dbops.errors import LOCK_NOT_AVAILABLE, sqlstate
+from dbops.retry import call_with_retries
+from dbops.timeouts import lock_timeout
 
 logger = logging.getLogger("dbops.migrations")
 
@@ -46,55 +51,93 @@ class MigrationBlocked(CommandError):
     """The migration cannot go on yet; the message says what to run first (no traceback)."""
 
 
-class SafeOperationMixin:
-    """Outside a transaction only; each statement under ``lock_timeout``, lock timeouts retried."""
+class SafeOperationMixin(NotInTransactionMixin):
+    """Outside a transaction only; each statement under ``lock_timeout``, lock timeouts retried.
 
-    lock_timeout_ms = DEFAULT_LOCK_TIMEOUT_MS
-    attempts = DEFAULT_ATTEMPTS
+    ``NotInTransactionMixin`` (Django's) refuses a transaction with "set atomic = False on the
+    migration". ``deconstruct()`` returns the names in ``arguments`` plus ``lock_timeout_ms`` and
+    ``attempts`` when they are not the defaults.
+
+    Each operation spells ``lock_timeout_ms`` and ``attempts`` out in its own ``__init__`` rather
+    than passing ``**kwargs`` through: ``MigrationWriter`` writes only the keyword arguments it
+    finds in the signature, and would silently drop the others.
+    """
+
+    arguments: tuple[str, ...] = ()
     base_delay = 0.5
 
-    def _ensure_not_in_transaction(self, schema_editor):
-        if schema_editor.connection.in_atomic_block:
-            raise NotSupportedError(
-                f"The {self.__class__.__name__} operation cannot be executed inside a transaction: "
-                "set atomic = False on the migration (and keep it to operations of this kind)."
+    def __init__(
+        self,
+        *args,
+        lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+        attempts: int = DEFAULT_ATTEMPTS,
+        **kwargs,
+    ):
+        if int(lock_timeout_ms) < 1 or int(attempts) < 1:
+            raise ValueError(
+                f"{self.__class__.__name__}: lock_timeout_ms and attempts must be >= 1"
             )
+        super().__init__(*args, **kwargs)
+        self.lock_timeout_ms = lock_timeout_ms
+        self.attempts = attempts
+
+    def deconstruct(self):
+        kwargs = {name: getattr(self, name) for name in self.arguments}
+        if self.lock_timeout_ms != DEFAULT_LOCK_TIMEOUT_MS:
+            kwargs["lock_timeout_ms"] = self.lock_timeout_ms
+        if self.attempts != DEFAULT_ATTEMPTS:
+            kwargs["attempts"] = self.attempts
+        return self.__class__.__name__, [], kwargs
 
     def _run(self, schema_editor, statements: Callable[[], None], what: str) -> None:
-        """Run ``statements`` with the lock timeout set, retrying lock timeouts with backoff."""
-        connection = schema_editor.connection
-        for attempt in range(1, self.attempts + 1):
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT current_setting('lock_timeout')")
-                previous = cursor.fetchone()[0]
-                cursor.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
-            try:
+        """Run ``statements`` under the lock timeout, retrying lock timeouts with backoff."""
+
+        def attempt() -> None:
+            with lock_timeout(int(self.lock_timeout_ms), using=schema_editor.connection.alias):
                 statements()
-                return
-            except OperationalError as exc:
-                if sqlstate(exc) != "55P03" or attempt == self.attempts:
-                    if sqlstate(exc) == "55P03":
-                        raise MigrationBlocked(
-                            f"{what}: could not get its lock within {self.lock_timeout_ms} ms in "
-                            f"{self.attempts} attempts. A long transaction holds the table; find it "
-                            "with `manage.py db_doctor`, end it, and run migrate again."
-                        ) from exc
-                    raise
-                delay = random.uniform(0.5, 1.0) * self.base_delay * 2 ** (attempt - 1)
-                logger.warning(
-                    "%s: lock timeout, attempt %d of %d, retrying in %.1f s",
-                    what,
-                    attempt,
-                    self.attempts,
-                    delay,
-                )
-                time.sleep(delay)
-            finally:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT set_config('lock_timeout', %s, false)", [previous])
+
+        def warn(exc, attempt_number):
+            # An operator watching migrate should see that it is waiting behind someone.
+            logger.warning(
+                "%s: lock timeout, attempt %d of %d", what, attempt_number, self.attempts
+            )
+
+        try:
+            call_with_retries(
+                attempt,
+                attempts=self.attempts,
+                retryable={LOCK_NOT_AVAILABLE},
+                base_delay=self.base_delay,
+                max_delay=self.base_delay * 2**self.attempts,
+                what=what,
+                on_retry=warn,
+            )
+        except OperationalError as exc:
+            if sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                raise
+            raise MigrationBlocked(
+                f"{what}: could not get its lock within {self.lock_timeout_ms} ms in "
+                f"{self.attempts} attempts. A long transaction holds the table; find it "
+                "with `manage.py db_doctor`, end it, and run migrate again."
+            ) from exc
 
     def _execute(self, schema_editor, sql: str, params=None) -> None:
         schema_editor.execute(sql, params)
+
+    def _field_state_change(self, app_label, state, **attributes) -> None:
+        """In the migration state, the operation's field with ``attributes`` changed."""
+        model_state = state.models[app_label, self.model_name.lower()]
+        field = model_state.fields[self.field_name].clone()
+        for name, value in attributes.items():
+            setattr(field, name, value)
+        state.alter_field(app_label, self.model_name.lower(), self.field_name, field, True)
+
+    def _model(self, app_label, schema_editor, state):
+        """The operation's model in ``state``, once it is sure to run outside a transaction; None
+        when a router keeps the model off this database."""
+        self._ensure_not_in_transaction(schema_editor)
+        model = state.apps.get_model(app_label, self.model_name)
+        return model if self.allow_migrate_model(schema_editor.connection.alias, model) else None
 
 
 def index_state(connection, name: str) -> str | None:
@@ -154,6 +197,8 @@ class _ConcurrentIndexBuild(SafeOperationMixin):
 class AddIndexConcurrently(_ConcurrentIndexBuild, DjangoAddIndexConcurrently):
     """Django's AddIndexConcurrently, with a lock timeout, retries and INVALID-leftover cleanup."""
 
+    arguments = ("model_name", "index")
+
     def __init__(
         self,
         model_name,
@@ -162,14 +207,11 @@ class AddIndexConcurrently(_ConcurrentIndexBuild, DjangoAddIndexConcurrently):
         lock_timeout_ms=DEFAULT_LOCK_TIMEOUT_MS,
         attempts=DEFAULT_ATTEMPTS,
     ):
-        super().__init__(model_name, index)
-        self.lock_timeout_ms = lock_timeout_ms
-        self.attempts = attempts
+        super().__init__(model_name, index, lock_timeout_ms=lock_timeout_ms, attempts=attempts)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, to_state)
+        if model is not None:
             self._build(
                 schema_editor,
                 self.index.name,
@@ -177,14 +219,15 @@ class AddIndexConcurrently(_ConcurrentIndexBuild, DjangoAddIndexConcurrently):
             )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, from_state)
+        if model is not None:
             self._drop(schema_editor, self.index.name)
 
 
 class RemoveIndexConcurrently(_ConcurrentIndexBuild, DjangoRemoveIndexConcurrently):
     """Django's RemoveIndexConcurrently, with a lock timeout and retries; reversible."""
+
+    arguments = ("model_name", "name")
 
     def __init__(
         self,
@@ -194,20 +237,16 @@ class RemoveIndexConcurrently(_ConcurrentIndexBuild, DjangoRemoveIndexConcurrent
         lock_timeout_ms=DEFAULT_LOCK_TIMEOUT_MS,
         attempts=DEFAULT_ATTEMPTS,
     ):
-        super().__init__(model_name, name)
-        self.lock_timeout_ms = lock_timeout_ms
-        self.attempts = attempts
+        super().__init__(model_name, name, lock_timeout_ms=lock_timeout_ms, attempts=attempts)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, from_state)
+        if model is not None:
             self._drop(schema_editor, self.name)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, to_state)
+        if model is not None:
             index = to_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
             self._build(
                 schema_editor,
@@ -220,6 +259,7 @@ class AddUniqueConstraintConcurrently(_ConcurrentIndexBuild, Operation):
     """A plain unique constraint on columns, its index built concurrently, then attached."""
 
     reversible = True
+    arguments = ("model_name", "constraint")
 
     def __init__(
         self,
@@ -238,24 +278,16 @@ class AddUniqueConstraintConcurrently(_ConcurrentIndexBuild, Operation):
             raise ValueError(
                 "AddUniqueConstraintConcurrently takes a UniqueConstraint on plain fields"
             )
+        super().__init__(lock_timeout_ms=lock_timeout_ms, attempts=attempts)
         self.model_name = model_name
         self.constraint = constraint
-        self.lock_timeout_ms = lock_timeout_ms
-        self.attempts = attempts
-
-    def deconstruct(self):
-        kwargs = {"model_name": self.model_name, "constraint": self.constraint}
-        if self.lock_timeout_ms != DEFAULT_LOCK_TIMEOUT_MS:
-            kwargs["lock_timeout_ms"] = self.lock_timeout_ms
-        return self.__class__.__name__, [], kwargs
 
     def state_forwards(self, app_label, state):
         state.add_constraint(app_label, self.model_name.lower(), self.constraint)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, to_state)
+        if model is None:
             return
         table = model._meta.db_table
         name = self.constraint.name
@@ -281,9 +313,8 @@ class AddUniqueConstraintConcurrently(_ConcurrentIndexBuild, Operation):
         )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, from_state)
+        if model is None:
             return
         q = schema_editor.quote_name
         table, name = model._meta.db_table, self.constraint.name
@@ -309,34 +340,32 @@ class AddForeignKeyNotValid(SafeOperationMixin, Operation):
     The field exists already (added with ``db_constraint=False``, or created before the
     constraint was wanted); this adds its constraint so new rows are checked at once, and marks
     the field ``db_constraint=True`` in the migration state. Old rows are checked by a separate
-    ``ValidateConstraint`` in a later migration, which does not block writes.
+    ``ValidateConstraintWithLockTimeout`` in a later migration, which does not block writes.
     """
 
     reversible = True
+    arguments = ("model_name", "field_name", "name")
 
-    def __init__(self, model_name, field_name, name, *, lock_timeout_ms=DEFAULT_LOCK_TIMEOUT_MS):
+    def __init__(
+        self,
+        model_name,
+        field_name,
+        name,
+        *,
+        lock_timeout_ms=DEFAULT_LOCK_TIMEOUT_MS,
+        attempts=DEFAULT_ATTEMPTS,
+    ):
+        super().__init__(lock_timeout_ms=lock_timeout_ms, attempts=attempts)
         self.model_name = model_name
         self.field_name = field_name
         self.name = name
-        self.lock_timeout_ms = lock_timeout_ms
-
-    def deconstruct(self):
-        return (
-            self.__class__.__name__,
-            [],
-            {"model_name": self.model_name, "field_name": self.field_name, "name": self.name},
-        )
 
     def state_forwards(self, app_label, state):
-        model_state = state.models[app_label, self.model_name.lower()]
-        field = model_state.fields[self.field_name].clone()
-        field.db_constraint = True
-        state.alter_field(app_label, self.model_name.lower(), self.field_name, field, True)
+        self._field_state_change(app_label, state, db_constraint=True)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, to_state)
+        if model is None:
             return
         field = model._meta.get_field(self.field_name)
         target = field.target_field
@@ -355,9 +384,8 @@ class AddForeignKeyNotValid(SafeOperationMixin, Operation):
         )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, from_state)
+        if model is None:
             return
         q = schema_editor.quote_name
         sql = f"ALTER TABLE {q(model._meta.db_table)} DROP CONSTRAINT IF EXISTS {q(self.name)}"
@@ -371,30 +399,31 @@ class AddForeignKeyNotValid(SafeOperationMixin, Operation):
         return f"Add foreign key {self.name} NOT VALID on {self.model_name}.{self.field_name}"
 
 
-class ValidateConstraint(SafeOperationMixin, Operation):
+class ValidateConstraintWithLockTimeout(SafeOperationMixin, DjangoValidateConstraint):
     """VALIDATE CONSTRAINT: checks the old rows under SHARE UPDATE EXCLUSIVE, so writes go on.
 
-    Reversing it is a no-op: a validated constraint cannot be made NOT VALID again, and there is no
-    need to.
+    Django's ``ValidateConstraint`` (contrib.postgres) waits for its lock as long as it takes, in
+    the migration's transaction; this one runs outside a transaction, under a lock timeout with
+    retries, like the other operations here. Reversing it is a no-op: a validated constraint
+    cannot be made NOT VALID again, and there is no need to.
     """
 
     reversible = True
+    arguments = ("model_name", "name")
 
-    def __init__(self, model_name, name, *, lock_timeout_ms=DEFAULT_LOCK_TIMEOUT_MS):
-        self.model_name = model_name
-        self.name = name
-        self.lock_timeout_ms = lock_timeout_ms
-
-    def deconstruct(self):
-        return self.__class__.__name__, [], {"model_name": self.model_name, "name": self.name}
-
-    def state_forwards(self, app_label, state):
-        pass
+    def __init__(
+        self,
+        model_name,
+        name,
+        *,
+        lock_timeout_ms=DEFAULT_LOCK_TIMEOUT_MS,
+        attempts=DEFAULT_ATTEMPTS,
+    ):
+        super().__init__(model_name, name, lock_timeout_ms=lock_timeout_ms, attempts=attempts)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, to_state)
+        if model is None:
             return
         q = schema_editor.quote_name
         sql = f"ALTER TABLE {q(model._meta.db_table)} VALIDATE CONSTRAINT {q(self.name)}"
@@ -404,9 +433,6 @@ class ValidateConstraint(SafeOperationMixin, Operation):
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         self._ensure_not_in_transaction(schema_editor)
-
-    def describe(self):
-        return f"Validate constraint {self.name} on {self.model_name}"
 
 
 class SetNotNullPhased(SafeOperationMixin, Operation):
@@ -420,24 +446,22 @@ class SetNotNullPhased(SafeOperationMixin, Operation):
     """
 
     reversible = True
+    arguments = ("model_name", "field_name")
 
-    def __init__(self, model_name, field_name, *, lock_timeout_ms=DEFAULT_LOCK_TIMEOUT_MS):
+    def __init__(
+        self,
+        model_name,
+        field_name,
+        *,
+        lock_timeout_ms=DEFAULT_LOCK_TIMEOUT_MS,
+        attempts=DEFAULT_ATTEMPTS,
+    ):
+        super().__init__(lock_timeout_ms=lock_timeout_ms, attempts=attempts)
         self.model_name = model_name
         self.field_name = field_name
-        self.lock_timeout_ms = lock_timeout_ms
-
-    def deconstruct(self):
-        return (
-            self.__class__.__name__,
-            [],
-            {"model_name": self.model_name, "field_name": self.field_name},
-        )
 
     def state_forwards(self, app_label, state):
-        model_state = state.models[app_label, self.model_name.lower()]
-        field = model_state.fields[self.field_name].clone()
-        field.null = False
-        state.alter_field(app_label, self.model_name.lower(), self.field_name, field, True)
+        self._field_state_change(app_label, state, null=False)
 
     def _names(self, model):
         column = model._meta.get_field(self.field_name).column
@@ -445,9 +469,8 @@ class SetNotNullPhased(SafeOperationMixin, Operation):
         return model._meta.db_table, column, check
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, to_state)
+        if model is None:
             return
         table, column, check = self._names(model)
         q = schema_editor.quote_name
@@ -484,9 +507,8 @@ class SetNotNullPhased(SafeOperationMixin, Operation):
         )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        self._ensure_not_in_transaction(schema_editor)
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+        model = self._model(app_label, schema_editor, from_state)
+        if model is None:
             return
         table, column, check = self._names(model)
         q = schema_editor.quote_name

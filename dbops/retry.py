@@ -1,4 +1,8 @@
-"""Re-run a whole transaction when PostgreSQL aborts it for a reason that a retry can fix."""
+"""Re-run work that PostgreSQL aborted for a reason a retry can fix: one loop for every caller.
+
+``retry_transaction`` re-runs a whole atomic unit (services); ``call_with_retries`` is the loop
+itself, also used by the migration operations (lock timeouts) and the backfill (a batch).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,15 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import ParamSpec, TypeVar
 
+import psycopg
 from django.db import DatabaseError, transaction
 
-logger = logging.getLogger("dbops.retry")
+from dbops.errors import SQLSTATE_NAMES, TRANSACTION_RETRYABLE, sqlstate
 
-RETRYABLE_SQLSTATES = {
-    "40P01": "deadlock detected",
-    "40001": "serialization failure",
-    "55P03": "lock not available",
-}
+logger = logging.getLogger("dbops.retry")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,15 +28,48 @@ class RetryInsideTransaction(RuntimeError):
     """retry_transaction was called inside an outer transaction, where a retry cannot work."""
 
 
-def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a database error, looking through Django's wrapper to psycopg's error."""
-    seen = exc
-    while seen is not None:
-        state = getattr(seen, "sqlstate", None)
-        if state:
-            return state
-        seen = seen.__cause__
-    return None
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): "full jitter", a random time
+    up to ``base * 2**(attempt - 1)`` capped at ``cap``, so callers that failed together spread out."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def call_with_retries(
+    fn: Callable[[], R],
+    *,
+    attempts: int,
+    retryable: Collection[str] = TRANSACTION_RETRYABLE,
+    base_delay: float = 0.01,
+    max_delay: float = 0.5,
+    what: str = "",
+    on_retry: Callable[[BaseException, int], None] | None = None,
+) -> R:
+    """``fn()``, run again (at most ``attempts`` runs in all) while it fails with a database error
+    whose SQLSTATE is in ``retryable``; any other error, or the last one, reaches the caller."""
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (DatabaseError, psycopg.Error) as exc:
+            state = sqlstate(exc)
+            if state not in retryable or attempt == attempts:
+                raise
+            delay = backoff_delay(attempt, base=base_delay, cap=max_delay)
+            logger.info(
+                "%s: %s (%s), retry %d of %d in %.0f ms",
+                what or getattr(fn, "__qualname__", "work"),
+                SQLSTATE_NAMES.get(state, state),
+                state,
+                attempt,
+                attempts - 1,
+                delay * 1000,
+                extra={"sqlstate": state, "attempt": attempt},
+            )
+            if on_retry is not None:
+                on_retry(exc, attempt)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _in_outer_transaction(using: str | None) -> bool:
@@ -55,8 +89,7 @@ def retry_transaction(
     """Decorate a function that opens its own ``transaction.atomic()``; re-run it when aborted.
 
     Retries deadlocks (40P01), serialization failures (40001) and lock timeouts (55P03), at most
-    ``attempts`` runs in all, sleeping a random time up to ``base_delay * 2**n`` (capped at
-    ``max_delay``) between runs ("full jitter", so retrying callers spread out). Refuses to run
+    ``attempts`` runs in all, with jittered exponential backoff (``backoff_delay``). Refuses to run
     inside an outer transaction: there the failed statement has already aborted the outer
     transaction, and re-running the inner part cannot succeed.
     """
@@ -71,26 +104,13 @@ def retry_transaction(
                     f"{fn.__qualname__} retries whole transactions and cannot run inside an outer "
                     "transaction.atomic(): call it outside any atomic block."
                 )
-            for attempt in range(1, attempts + 1):
-                try:
-                    return fn(*args, **kwargs)
-                except DatabaseError as exc:
-                    state = sqlstate(exc)
-                    if state not in RETRYABLE_SQLSTATES or attempt == attempts:
-                        raise
-                    delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
-                    logger.info(
-                        "%s: %s (%s), retry %d of %d in %.0f ms",
-                        fn.__qualname__,
-                        RETRYABLE_SQLSTATES[state],
-                        state,
-                        attempt,
-                        attempts - 1,
-                        delay * 1000,
-                        extra={"sqlstate": state, "attempt": attempt},
-                    )
-                    time.sleep(delay)
-            raise AssertionError("unreachable")
+            return call_with_retries(
+                lambda: fn(*args, **kwargs),
+                attempts=attempts,
+                base_delay=base_delay,
+                max_delay=max_delay,
+                what=fn.__qualname__,
+            )
 
         return wrapper
 

@@ -1,8 +1,31 @@
+import hmac
+
+from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from dbops.health import readiness
+
+HEALTH_TOKEN_HEADER = "X-Health-Token"
+PUBLIC_FIELDS = ("status", "reason")
+
+DEV_SERVER_NOTE = (
+    "Development server: runserver handles each browser connection in a thread of its own, and "
+    "database connections belong to a thread, so every new browser connection opens a new "
+    "database connection, which Django closes when the browser connection ends. CONN_MAX_AGE "
+    "reuse across requests shows only under a real server (gunicorn: make serve), where "
+    "connection_age_s keeps growing from one request to the next."
+)
+
+
+def dev_server_note(request) -> str:
+    """What connection reuse really looks like under ``runserver`` (wsgiref's ``WSGIServer``)."""
+    return (
+        DEV_SERVER_NOTE if request.META.get("SERVER_SOFTWARE", "").startswith("WSGIServer/") else ""
+    )
 
 
 @never_cache
@@ -12,9 +35,48 @@ def live(request):
     return HttpResponse("ok\n", content_type="text/plain")
 
 
+def may_see_details(request) -> bool:
+    """Staff, or a probe sending the configured ``HEALTH_TOKEN`` in ``X-Health-Token``."""
+    token = getattr(settings, "HEALTH_TOKEN", "")
+    given = request.headers.get(HEALTH_TOKEN_HEADER)
+    if token and given is not None:
+        # Bytes: compare_digest takes str only when ASCII, and a header may be anything.
+        if hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode()):
+            return True
+    try:
+        user = getattr(request, "user", None)
+        return bool(user is not None and user.is_active and user.is_staff)
+    except DatabaseError:
+        return False  # the session cannot be read: answer as to a stranger
+
+
 @never_cache
 @require_GET
 def ready(request):
-    """200 when the database answers and no migration is pending; 503 with the reason when not."""
+    """200 when the database answers, 503 with the reason when not. Strangers get the status and
+    the reason only; the version, pids and connection details are for staff and token holders."""
     ok, report = readiness()
+    note = dev_server_note(request)
+    if note and "connections" in report.get("database", {}):
+        report["database"]["connections"]["note"] = note
+    if not may_see_details(request):
+        report = {key: report[key] for key in PUBLIC_FIELDS if key in report}
     return JsonResponse(report, status=200 if ok else 503)
+
+
+@never_cache
+@require_GET
+def status(request):
+    """/health/ready for people: the same checks as a page; the details for staff only."""
+    ok, report = readiness()
+    return render(
+        request,
+        "health/status.html",
+        {
+            "ok": ok,
+            "report": report,
+            "details": may_see_details(request),
+            "dev_server_note": dev_server_note(request),
+        },
+        status=200 if ok else 503,
+    )

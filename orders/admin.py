@@ -1,13 +1,27 @@
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 
-from dbops.admin_mixins import OptimisticLockAdminMixin
-from orders.exceptions import DuplicateCustomer, OrdersError
-from orders.models import Customer, Order, OrderItem, Payment, Product, email_normalize
+from core.admin import InputCheckedAdminMixin, OptimisticLockAdminMixin
+from orders.exceptions import DomainError, DuplicateCustomer
+from orders.models import (
+    Customer,
+    Order,
+    OrderItem,
+    OrderStatus,
+    Payment,
+    Product,
+    email_normalize,
+)
+from orders.money import order_money
 from orders.services import customer_create, customer_update, product_update
 
 
 class CustomerAdminForm(forms.ModelForm):
+    # Set by CustomerAdmin when the unique constraint refused this email after the check below had
+    # passed (another admin saved it in between).
+    refused_email: str | None = None
+
     class Meta:
         model = Customer
         fields = ["name", "email", "region", "user"]
@@ -17,19 +31,39 @@ class CustomerAdminForm(forms.ModelForm):
         taken = Customer.objects.filter(email_normalized=email_normalize(email)).exclude(
             pk=self.instance.pk
         )
-        if taken.exists():
+        refused = self.refused_email is not None and email_normalize(
+            self.refused_email
+        ) == email_normalize(email)
+        if refused or taken.exists():
             raise forms.ValidationError(DuplicateCustomer(email).args[0])
         return email
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
     form = CustomerAdminForm
     list_display = ["id", "name", "email", "region", "user", "created_at"]
     list_select_related = ["user"]
     list_filter = ["region"]
     search_fields = ["name", "email"]
     autocomplete_fields = ["user"]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DuplicateCustomer as exc:
+            # Two admins saved the same email at once: both passed the form's check, and the unique
+            # constraint refused the second (its transaction has rolled back). Render the form
+            # again with that email refused, so the person sees the same form error as usual.
+            request.customer_email_refused = exc.email
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        refused = getattr(request, "customer_email_refused", None)
+        if refused is not None:
+            form = type(form.__name__, (form,), {"refused_email": refused})
+        return form
 
     def save_model(self, request, obj, form, change):
         # Through the services, which keep email_normalized in step with email.
@@ -42,6 +76,12 @@ class CustomerAdmin(admin.ModelAdmin):
         )
 
 
+class ProductChangeList(ChangeList):
+    def get_queryset(self, request, exclude_parameters=None):
+        # The list shows no description: leave the large column out (the change page loads it).
+        return super().get_queryset(request, exclude_parameters).defer("description")
+
+
 class ProductAdminForm(forms.ModelForm):
     # The version the editor loaded; the save applies only while it is still current.
     version = forms.IntegerField(
@@ -50,20 +90,27 @@ class ProductAdminForm(forms.ModelForm):
 
     class Meta:
         model = Product
-        fields = ["sku", "name", "price", "stock", "version"]
+        fields = ["sku", "name", "description", "price", "stock", "version"]
 
 
 @admin.register(Product)
-class ProductAdmin(OptimisticLockAdminMixin, admin.ModelAdmin):
+class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.ModelAdmin):
     form = ProductAdminForm
-    list_display = ["sku", "name", "price", "stock", "version", "updated_at"]
+    list_display = ["sku", "name", "price_display", "stock", "version", "updated_at"]
     search_fields = ["sku", "name"]
+
+    @admin.display(description="price", ordering="price")
+    def price_display(self, obj):
+        return order_money(obj.price)
+
+    def get_changelist(self, request, **kwargs):
+        return ProductChangeList
 
     def get_readonly_fields(self, request, obj=None):
         return ["sku"] if obj else []
 
-    optimistic_fields = frozenset({"name", "price", "stock"})
-    conflict_errors = (OrdersError,)
+    optimistic_fields = frozenset({"name", "description", "price", "stock"})
+    conflict_errors = (DomainError,)
 
     def optimistic_update(self, obj, *, expected_version, changes):
         return product_update(product_id=obj.pk, expected_version=expected_version, **changes)
@@ -84,20 +131,37 @@ class ReadOnlyInline(admin.TabularInline):
 
 class OrderItemInline(ReadOnlyInline):
     model = OrderItem
-    fields = readonly_fields = ["product", "quantity", "unit_price"]
+    fields = readonly_fields = ["product_name", "sku", "quantity", "unit_price_display"]
+    verbose_name = "line"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("product")
+        return super().get_queryset(request).select_related("product").defer("product__description")
+
+    @admin.display(description="product")
+    def product_name(self, obj):
+        return obj.product.name
+
+    @admin.display(description="SKU")
+    def sku(self, obj):
+        return obj.product.sku
+
+    @admin.display(description="unit price")
+    def unit_price_display(self, obj):
+        return order_money(obj.unit_price)
 
 
 class PaymentInline(ReadOnlyInline):
     model = Payment
-    fields = readonly_fields = ["method", "amount", "status", "reference", "created_at"]
+    fields = readonly_fields = ["method", "amount_display", "status", "reference", "created_at"]
+
+    @admin.display(description="amount")
+    def amount_display(self, obj):
+        return order_money(obj.amount)
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
-    list_display = ["id", "created_at", "customer", "status", "total"]
+class OrderAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "created_at", "customer_name", "status", "total_display"]
     list_select_related = ["customer"]
     list_filter = ["status"]
     search_fields = ["customer__email", "customer__name"]
@@ -106,19 +170,45 @@ class OrderAdmin(admin.ModelAdmin):
     inlines = [OrderItemInline, PaymentInline]
     show_full_result_count = False
 
+    def get_readonly_fields(self, request, obj=None):
+        # A paid order is history: its money and status were settled with the payment.
+        if obj is not None and obj.status == OrderStatus.PAID:
+            return [*self.readonly_fields, "customer", "status", "total", "idempotency_key"]
+        return self.readonly_fields
+
+    @admin.display(description="customer", ordering="customer__name")
+    def customer_name(self, obj):
+        return obj.customer.name
+
+    @admin.display(description="total", ordering="total")
+    def total_display(self, obj):
+        return order_money(obj.total)
+
 
 @admin.register(OrderItem)
-class OrderItemAdmin(admin.ModelAdmin):
-    list_display = ["id", "order", "product", "quantity", "unit_price"]
+class OrderItemAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "order", "product", "quantity", "unit_price_display"]
     list_select_related = ["order", "product"]
     autocomplete_fields = ["order", "product"]
     show_full_result_count = False
 
+    @admin.display(description="unit price", ordering="unit_price")
+    def unit_price_display(self, obj):
+        return order_money(obj.unit_price)
+
+    def get_queryset(self, request):
+        # Each row joins its product; its description is never shown here.
+        return super().get_queryset(request).defer("product__description")
+
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
-    list_display = ["id", "order", "method", "amount", "status", "created_at"]
+class PaymentAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "order", "method", "amount_display", "status", "created_at"]
     list_select_related = ["order"]
     list_filter = ["method", "status"]
     autocomplete_fields = ["order"]
     show_full_result_count = False
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, obj):
+        return order_money(obj.amount)

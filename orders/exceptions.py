@@ -1,15 +1,36 @@
-"""Domain errors of the orders app; nothing was written when one is raised."""
+"""Domain errors of the orders app; nothing was written when one is raised.
+
+The errors every app shares (``InvalidChange``, ``IdempotencyConflict``, ``StaleVersion``) live in
+``core.exceptions`` and are named here too, so callers import one module.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from core.exceptions import DomainError, IdempotencyConflict, InvalidChange, StaleVersion
 
-class OrdersError(Exception):
+__all__ = [
+    "CustomerNotFound",
+    "DomainError",
+    "DuplicateCustomer",
+    "IdempotencyConflict",
+    "InvalidChange",
+    "InvalidOrderLine",
+    "OrdersError",
+    "OutOfStock",
+    "PaymentFailed",
+    "ProductNotFound",
+    "StaleVersion",
+    "StockContention",
+    "UnknownRegion",
+]
+
+
+class OrdersError(DomainError):
+    """Base of the errors only the orders app raises."""
+
     message = "The order could not be placed."
-
-    def __init__(self, message: str | None = None):
-        super().__init__(message or self.message)
 
 
 class CustomerNotFound(OrdersError):
@@ -66,29 +87,7 @@ class PaymentFailed(OrdersError):
         super().__init__(f"Payment failed ({reasons}). Nothing was ordered.")
 
 
-class IdempotencyConflict(OrdersError):
-    def __init__(self, key: str):
-        self.key = key
-        super().__init__(f"Idempotency key {key!r} was already used for a different order.")
-
-
 class UnknownRegion(OrdersError):
     def __init__(self, region: str, known):
         self.region = region
         super().__init__(f"Unknown region {region!r}: use one of {', '.join(known)}.")
-
-
-class InvalidChange(OrdersError):
-    def __init__(self, field: str, reason: str):
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
-
-
-class StaleVersion(OrdersError):
-    def __init__(self, current):
-        self.current = current
-        super().__init__(
-            f"{current} was changed by someone else (now version {current.version}); "
-            "review its current values and apply your change again."
-        )

@@ -1,9 +1,15 @@
 from django import forms
 
+from core.forms import IdempotencyKeyField
+from orders.money import order_money
+from orders.payments import RecordingGateway, gateway_is_simulated
 from orders.selectors import product_catalog
 from orders.services import MAX_QUANTITY
 
+__all__ = ["OrderForm", "OrderLineFormSet", "RecordingGateway", "order_lines_edit"]
+
 PAYMENT_CHOICES = [("card", "Card"), ("wallet", "Wallet")]
+MAX_LINES = 20
 
 
 class OrderLineForm(forms.Form):
@@ -12,8 +18,8 @@ class OrderLineForm(forms.Form):
 
     def __init__(self, *args, catalog, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["product"].choices = [("", "—")] + [
-            (p["id"], f"{p['sku']} · {p['name']} · {p['price']} ({p['stock']} in stock)")
+        self.fields["product"].choices = [("", "Choose a product")] + [
+            (p["id"], f"{p['name']} · {order_money(p['price'])} · {p['stock']:,} in stock")
             for p in catalog
         ]
 
@@ -28,10 +34,27 @@ class OrderLineForm(forms.Form):
 
 class BaseOrderLineFormSet(forms.BaseFormSet):
     def get_form_kwargs(self, index):
-        # The cached catalog, read once for every row: no query per row.
+        return {"catalog": self.catalog}
+
+    @property
+    def catalog(self):
+        # The cached catalog, read once for every row (and the empty row the script copies).
         if not hasattr(self, "_catalog"):
             self._catalog = product_catalog()
-        return {"catalog": self._catalog}
+        return self._catalog
+
+    @property
+    def empty_form(self):
+        form = self.form(
+            auto_id=self.auto_id,
+            prefix=self.add_prefix("__prefix__"),
+            empty_permitted=True,
+            use_required_attribute=False,
+            renderer=self.renderer,
+            catalog=self.catalog,
+        )
+        self.add_fields(form, None)
+        return form
 
     def clean(self):
         if any(self.errors):
@@ -54,9 +77,41 @@ class BaseOrderLineFormSet(forms.BaseFormSet):
         ]
 
 
+# One line to start with; "Add a line" adds more (in the page with JavaScript, or through the
+# server without it), up to MAX_LINES.
 OrderLineFormSet = forms.formset_factory(
-    OrderLineForm, formset=BaseOrderLineFormSet, extra=4, max_num=20, absolute_max=20
+    OrderLineForm,
+    formset=BaseOrderLineFormSet,
+    extra=0,
+    min_num=1,
+    max_num=MAX_LINES,
+    absolute_max=MAX_LINES,
 )
+
+
+def order_lines_edit(data) -> BaseOrderLineFormSet | None:
+    """The no-JavaScript "Add a line" / "Remove" buttons: the lines as typed, one more or one less,
+    as a fresh (unbound) form, so half-typed lines are kept and not reported as errors yet.
+    None when the form was submitted to place the order."""
+    add, remove = "add_line" in data, data.get("remove_line")
+    if not add and remove is None:
+        return None
+    try:
+        count = min(int(data.get("lines-TOTAL_FORMS", "0")), MAX_LINES)
+    except ValueError:
+        count = 0
+    rows = [
+        {
+            "product": data.get(f"lines-{i}-product", ""),
+            "quantity": data.get(f"lines-{i}-quantity", ""),
+        }
+        for i in range(max(count, 0))
+    ]
+    if remove is not None and remove.isdecimal() and int(remove) < len(rows):
+        del rows[int(remove)]
+    if add and len(rows) < MAX_LINES:
+        rows.append({})
+    return OrderLineFormSet(prefix="lines", initial=rows)
 
 
 class OrderForm(forms.Form):
@@ -66,4 +121,23 @@ class OrderForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="Tried in this order; the next is used when one is declined.",
     )
-    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    # For trying the payment fallback by hand; only offered with the simulated gateway.
+    decline = forms.MultipleChoiceField(
+        choices=PAYMENT_CHOICES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Simulate a decline of",
+        help_text="Each attempt runs in its own savepoint: a declined method leaves no row behind.",
+    )
+    idempotency_key = IdempotencyKeyField()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not gateway_is_simulated():
+            del self.fields["decline"]
+
+
+class RestockForm(forms.Form):
+    quantity = forms.IntegerField(min_value=1, max_value=1_000_000)
+    # The version the person saw; the restock applies only while it is still current.
+    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1, max_value=2_147_483_647)

@@ -5,7 +5,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from accounts.models import MONEY_DIGITS, MONEY_PLACES
+from core.idempotency import IDEMPOTENCY_KEY_MAX, idempotency_key_unique
+from core.money import money_field
 
 
 class Region(models.TextChoices):
@@ -60,11 +61,17 @@ class Product(models.Model):
     ``stock`` is taken with conditional ``F()`` updates that check ``version`` (``order_place``),
     so two buyers of the last item cannot both get it; the CHECK constraint refuses a negative
     stock even if code forgets. ``version`` also guards edits (``product_update``).
+
+    ``description`` is large (a few KB of text, TOASTed by PostgreSQL) and shown only on the
+    product's own page: every list query leaves it out (``defer``/``only`` in the selectors), so a
+    list of 50 orders does not carry the descriptions of all their products.
     """
 
     sku = models.CharField(max_length=40, unique=True)
     name = models.CharField(max_length=200)
-    price = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    # db_default: rows inserted by code that predates the column (a rolling deploy) get "" too.
+    description = models.TextField(blank=True, default="", db_default="")
+    price = money_field()
     stock = models.IntegerField(default=0)
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(db_default=Now())
@@ -95,21 +102,17 @@ class Order(models.Model):
     status = models.CharField(
         max_length=10, choices=OrderStatus.choices, default=OrderStatus.PENDING
     )
-    total = models.DecimalField(
-        max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=Decimal("0.00")
+    total = money_field(default=Decimal("0.00"))
+    idempotency_key = models.CharField(  # noqa: DJ001 (NULL: no key)
+        max_length=IDEMPOTENCY_KEY_MAX, null=True, blank=True
     )
-    idempotency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (NULL: no key)
     created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         ordering = ["-pk"]
         constraints = [
             models.CheckConstraint(condition=Q(total__gte=0), name="order_total_non_negative"),
-            models.UniqueConstraint(
-                fields=["customer", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="order_idempotency_key_per_customer",
-            ),
+            idempotency_key_unique("customer", name="order_idempotency_key_per_customer"),
         ]
         indexes = [
             # A customer's newest orders, by keyset on id: the customer page and the orders list.
@@ -124,7 +127,7 @@ class OrderItem(models.Model):
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items", db_index=False)
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="order_items")
     quantity = models.PositiveIntegerField()
-    unit_price = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    unit_price = money_field()
 
     class Meta:
         ordering = ["pk"]
@@ -137,7 +140,9 @@ class OrderItem(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.quantity} x {self.product_id}"
+        # The product's name when it was loaded with the item (never a query of its own).
+        product = self.product.name if OrderItem.product.is_cached(self) else self.product_id
+        return f"{self.quantity} × {product}"
 
     @property
     def line_total(self) -> Decimal:
@@ -154,7 +159,7 @@ class Payment(models.Model):
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="payments")
     method = models.CharField(max_length=20)
-    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    amount = money_field()
     status = models.CharField(
         max_length=10, choices=PaymentStatus.choices, default=PaymentStatus.CAPTURED
     )

@@ -40,3 +40,32 @@ class SimulatedGateway:
 
 def gateway_get() -> PaymentGateway:
     return import_string(getattr(settings, "PAYMENT_GATEWAY", "orders.payments.SimulatedGateway"))()
+
+
+class RecordingGateway:
+    """The configured gateway, with each attempt recorded so a page can say which method was
+    declined and which one paid. ``decline`` adds declines, for trying the fallback by hand: only
+    with the simulator (a real gateway is never told to decline)."""
+
+    def __init__(self, inner: PaymentGateway | None = None, *, decline=()):
+        inner = inner or gateway_get()
+        if decline:
+            if not isinstance(inner, SimulatedGateway):
+                raise ValueError("simulated declines need the SimulatedGateway")
+            inner = SimulatedGateway(decline=inner.decline | set(decline))
+        self.inner = inner
+        self.declined: list[tuple[str, str]] = []
+        self.captured: list[str] = []
+
+    def charge(self, *, method: str, amount: Decimal, reference: str) -> str:
+        try:
+            result = self.inner.charge(method=method, amount=amount, reference=reference)
+        except PaymentDeclined as exc:
+            self.declined.append((method, exc.reason))
+            raise
+        self.captured.append(method)
+        return result
+
+
+def gateway_is_simulated() -> bool:
+    return isinstance(gateway_get(), SimulatedGateway)

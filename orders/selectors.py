@@ -10,17 +10,22 @@ from django.core.cache import cache
 from django.db import connections
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
+from core.pagination import keyset_slice
 from orders.exceptions import UnknownRegion
 from orders.models import Customer, Order, OrderItem, OrderStatus, Product, Region
 
 ORDER_PAGE_SIZE = 50
+TOP_CUSTOMERS_LIMIT = 100
+PRODUCT_PAGE_SIZE = 50
 CATALOG_CACHE_KEY = "orders:catalog:v1"
 CATALOG_GENERATION_KEY = "orders:catalog:generation"
 CATALOG_CACHE_SECONDS = 300
 
 
 def _orders_with_details() -> QuerySet[Order]:
-    items = OrderItem.objects.select_related("product").order_by("pk")
+    # The items' products without their descriptions: no order page shows them, and a list of 50
+    # orders would otherwise carry a few KB of text per item line.
+    items = OrderItem.objects.select_related("product").defer("product__description").order_by("pk")
     return (
         Order.objects.select_related("customer")
         .prefetch_related(Prefetch("items", queryset=items))
@@ -29,19 +34,22 @@ def _orders_with_details() -> QuerySet[Order]:
 
 
 def order_list(
-    *, customer_id: int | None = None, after: int | None = None, limit: int = ORDER_PAGE_SIZE
+    *,
+    customer_id: int | None = None,
+    after: int | None = None,
+    before: int | None = None,
+    limit: int = ORDER_PAGE_SIZE,
 ) -> list[Order]:
-    """Newest orders first, ``limit`` after the keyset cursor ``after`` (an order id): two queries.
+    """Newest orders first, ``limit`` older than the keyset cursor ``after`` (an order id), or with
+    ``before``, the ``limit`` just newer than it: two queries.
 
     One query for the orders with their customers joined and item counts annotated, one for all
     their items with products joined; never one per order.
     """
-    orders = _orders_with_details().order_by("-pk")
+    orders = _orders_with_details()
     if customer_id is not None:
         orders = orders.filter(customer_id=customer_id)
-    if after is not None:
-        orders = orders.filter(pk__lt=after)
-    return list(orders[:limit])
+    return keyset_slice(orders, after=after, before=before, limit=limit)
 
 
 def order_get(*, order_id: int, customer_id: int | None = None) -> Order | None:
@@ -53,7 +61,10 @@ def order_get(*, order_id: int, customer_id: int | None = None) -> Order | None:
 
 
 def customer_of_user(*, user) -> Customer | None:
-    """The customer profile of a login, or None."""
+    """The customer profile of a login, or None. No query when the profile came joined to the
+    user, as it does for the request's user (``config.auth.UserWithProfileBackend``)."""
+    if Customer.user.field.remote_field.is_cached(user):
+        return getattr(user, "customer", None)
     return Customer.objects.filter(user=user).first()
 
 
@@ -70,6 +81,32 @@ def customer_get(*, customer_id: int) -> Customer | None:
     )
 
 
+def product_list(*, after: int | None = None, limit: int = PRODUCT_PAGE_SIZE) -> QuerySet[Product]:
+    """Products by id after the keyset cursor ``after``, without their descriptions: a list never
+    shows them. Lazy, one query when evaluated (``list()`` it, or ``async for`` in an async view)."""
+    products = Product.objects.defer("description").order_by("pk")
+    if after is not None:
+        products = products.filter(pk__gt=after)
+    return products[:limit]
+
+
+async def aproduct_page(
+    *, after: int | None = None, limit: int = PRODUCT_PAGE_SIZE
+) -> tuple[list[Product], int]:
+    """A page of the catalog for an async view, and how many products there are in all.
+
+    The async ORM still runs each of the two queries in a worker thread (``sync_to_async``); what
+    it frees is the event loop, which serves other requests while they run.
+    """
+    products = [product async for product in product_list(after=after, limit=limit)]
+    return products, await Product.objects.acount()
+
+
+async def aproduct_get(*, product_id: int) -> Product | None:
+    """One product, description included (its page shows it), or None."""
+    return await Product.objects.filter(pk=product_id).afirst()
+
+
 @dataclass(frozen=True)
 class TopCustomer:
     customer_id: int
@@ -78,6 +115,10 @@ class TopCustomer:
     orders: int
     total: Decimal
     region_rank: int
+
+    @property
+    def region_label(self) -> str:
+        return Region(self.region).label
 
 
 TOP_CUSTOMERS_SQL = """
@@ -105,7 +146,7 @@ def region_clean(region: str | None) -> str | None:
 
 
 def report_top_customers(
-    *, region: str | None = None, limit: int = 100, using: str = "default"
+    *, region: str | None = None, limit: int = TOP_CUSTOMERS_LIMIT, using: str = "default"
 ) -> list[TopCustomer]:
     """Customers by paid spend, with their rank within their region (a CTE and a window function).
 
@@ -128,20 +169,31 @@ class DailySales:
 
 
 DAILY_SALES_SQL = """
-SELECT d::date AS day, count(o.id) AS orders, coalesce(sum(o.total), 0) AS revenue
+WITH sales AS (
+    SELECT o.created_at, o.total
+      FROM orders_order o
+      JOIN orders_customer c ON c.id = o.customer_id
+     WHERE o.status = %(paid)s
+       AND o.created_at >= current_date - (%(days)s - 1)
+       AND (%(region)s::text IS NULL OR c.region = %(region)s::text)
+)
+SELECT d::date AS day, count(s.created_at) AS orders, coalesce(sum(s.total), 0) AS revenue
   FROM generate_series(current_date - (%(days)s - 1), current_date, interval '1 day') AS d
-  LEFT JOIN orders_order o
-    ON o.status = %(paid)s AND o.created_at >= d AND o.created_at < d + interval '1 day'
+  LEFT JOIN sales s ON s.created_at >= d AND s.created_at < d + interval '1 day'
  GROUP BY d
  ORDER BY d
 """
 
 
-def report_daily_sales(*, days: int = 14, using: str = "default") -> list[DailySales]:
-    """Paid orders and revenue per day for the last ``days`` days, empty days included."""
+def report_daily_sales(
+    *, days: int = 14, region: str | None = None, using: str = "default"
+) -> list[DailySales]:
+    """Paid orders and revenue per day for the last ``days`` days, empty days included; only
+    the customers of ``region`` when one is given."""
     days = max(1, min(int(days), 366))
+    region = region_clean(region)
     with connections[using].cursor() as cursor:
-        cursor.execute(DAILY_SALES_SQL, {"days": days, "paid": OrderStatus.PAID})
+        cursor.execute(DAILY_SALES_SQL, {"days": days, "paid": OrderStatus.PAID, "region": region})
         return [DailySales(*row) for row in cursor.fetchall()]
 
 

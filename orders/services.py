@@ -23,7 +23,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
+from core.idempotency import idempotency_key_clean
+from core.versioning import versioned_update
+from dbops.errors import constraint_name
 from dbops.retry import retry_transaction
+from dbops.timeouts import SERVICE_LOCK_TIMEOUT_MS, lock_timeout
 from orders.exceptions import (
     CustomerNotFound,
     DuplicateCustomer,
@@ -33,7 +37,6 @@ from orders.exceptions import (
     OutOfStock,
     PaymentFailed,
     ProductNotFound,
-    StaleVersion,
     StockContention,
 )
 from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product, email_normalize
@@ -46,7 +49,9 @@ MAX_QUANTITY = 10_000
 MAX_LINES = 100
 # How many times a buyer re-reads a product and tries again after another buyer changed it first.
 STOCK_RACE_ATTEMPTS = 10
-LOCK_TIMEOUT_MS = 2000
+# The unique constraints that make a customer a duplicate (migrations 0001 and 0003).
+CUSTOMER_EMAIL_CONSTRAINTS = {"orders_customer_email_key", "customer_email_normalized_unique"}
+ORDER_KEY_CONSTRAINT = "order_idempotency_key_per_customer"
 
 
 CUSTOMER_EDITABLE = {"name", "email", "region", "user"}
@@ -69,9 +74,7 @@ def _customer_save(customer: Customer) -> Customer:
             customer.save()
     except IntegrityError as exc:
         # The unique constraints decide, also between two concurrent callers.
-        if "customer_email_normalized_unique" in str(exc) or "orders_customer_email_key" in str(
-            exc
-        ):
+        if constraint_name(exc) in CUSTOMER_EMAIL_CONSTRAINTS:
             raise DuplicateCustomer(customer.email) from None
         raise
     return customer
@@ -153,7 +156,8 @@ def _same_order(order: Order, lines: dict[int, int]) -> bool:
 
 @retry_transaction
 @transaction.atomic(durable=True)
-def _order_place_once(
+@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
+def _order_place_transaction(
     *,
     customer_id: int,
     lines: dict[int, int],
@@ -161,8 +165,8 @@ def _order_place_once(
     idempotency_key: str | None,
     gateway: PaymentGateway,
 ) -> Order:
-    with transaction.get_connection().cursor() as cursor:
-        cursor.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+    """One attempt at the whole order, in one transaction; ``retry_transaction`` may run it again
+    after a deadlock, a serialization failure or a lock timeout, so it has no effect outside it."""
     if not Customer.objects.filter(pk=customer_id).exists():
         raise CustomerNotFound(customer_id)
     if idempotency_key is not None:
@@ -173,7 +177,8 @@ def _order_place_once(
             if not _same_order(order, lines):
                 raise IdempotencyConflict(idempotency_key)
             return order
-    products = Product.objects.in_bulk(list(lines))
+    # Price, stock and version are what an order needs; not the few KB of each description.
+    products = Product.objects.defer("description").in_bulk(list(lines))
     missing = sorted(set(lines) - set(products))
     if missing:
         raise ProductNotFound(missing)
@@ -195,28 +200,31 @@ def _order_place_once(
         ]
     )
 
+    _payment_take(order, payment_methods, gateway)
+    order.status = OrderStatus.PAID
+    order.save(update_fields=["status"])
+    transaction.on_commit(catalog_invalidate)
+    return order
+
+
+def _payment_take(order: Order, methods: tuple[str, ...], gateway: PaymentGateway) -> Payment:
+    """Charge the order with the first method that is not declined; ``PaymentFailed`` when all are."""
     declined: list[tuple[str, str]] = []
-    for method in payment_methods:
+    for method in methods:
         try:
             # A savepoint per attempt: a declined method leaves no payment row, and the next is tried.
             with transaction.atomic():
-                payment = Payment.objects.create(order=order, method=method, amount=total)
+                payment = Payment.objects.create(order=order, method=method, amount=order.total)
                 payment.reference = gateway.charge(
-                    method=method, amount=total, reference=f"order-{order.pk}"
+                    method=method, amount=order.total, reference=f"order-{order.pk}"
                 )
                 payment.save(update_fields=["reference"])
         except PaymentDeclined as exc:
             declined.append((method, exc.reason))
             continue
-        break
-    else:
-        # Raising rolls back the whole transaction: order, items and stock are as before.
-        raise PaymentFailed(declined)
-
-    order.status = OrderStatus.PAID
-    order.save(update_fields=["status"])
-    transaction.on_commit(catalog_invalidate)
-    return order
+        return payment
+    # Raising rolls back the whole transaction: order, items and stock are as before.
+    raise PaymentFailed(declined)
 
 
 def order_place(
@@ -230,12 +238,9 @@ def order_place(
     """Place an order: stock taken, each payment method tried in turn, all or nothing."""
     cleaned = order_lines_clean(lines)
     methods = tuple(payment_methods)
-    if idempotency_key is not None:
-        idempotency_key = str(idempotency_key).strip()
-        if not 1 <= len(idempotency_key) <= 64:
-            raise InvalidChange("idempotency_key", "must be 1 to 64 characters")
+    idempotency_key = idempotency_key_clean(idempotency_key)
     try:
-        return _order_place_once(
+        return _order_place_transaction(
             customer_id=customer_id,
             lines=cleaned,
             payment_methods=methods,
@@ -245,7 +250,7 @@ def order_place(
     except IntegrityError as exc:
         # Two calls with one key at once: the second waited on the unique index, then failed when
         # the first committed. Its transaction is gone; answer with the order the first one made.
-        if idempotency_key is None or "order_idempotency_key_per_customer" not in str(exc):
+        if idempotency_key is None or constraint_name(exc) != ORDER_KEY_CONSTRAINT:
             raise
         order = Order.objects.get(customer_id=customer_id, idempotency_key=idempotency_key)
         if not _same_order(order, cleaned):
@@ -259,15 +264,12 @@ def _positive_int(value: Any, field: str, maximum: int = 1_000_000) -> int:
     return value
 
 
-def _versioned_update(product_id: int, expected_version: int, **values: Any) -> Product:
-    updated = Product.objects.filter(pk=product_id, version=expected_version).update(
-        **values, version=F("version") + 1, updated_at=Now()
+def _product_versioned_update(product_id: int, expected_version: int, **values: Any) -> Product:
+    current = versioned_update(
+        Product, pk=product_id, expected_version=expected_version, updated_at=Now(), **values
     )
-    current = Product.objects.filter(pk=product_id).first()
     if current is None:
         raise ProductNotFound([product_id])
-    if not updated:
-        raise StaleVersion(current)
     return current
 
 
@@ -275,12 +277,12 @@ def _versioned_update(product_id: int, expected_version: int, **values: Any) -> 
 def product_restock(*, product_id: int, quantity: int, expected_version: int) -> Product:
     """Add stock if nobody changed the product since ``expected_version`` was read."""
     quantity = _positive_int(quantity, "quantity")
-    product = _versioned_update(product_id, expected_version, stock=F("stock") + quantity)
+    product = _product_versioned_update(product_id, expected_version, stock=F("stock") + quantity)
     transaction.on_commit(catalog_invalidate)
     return product
 
 
-PRODUCT_EDITABLE = {"name", "price", "stock"}
+PRODUCT_EDITABLE = {"name", "description", "price", "stock"}
 
 
 @transaction.atomic
@@ -297,6 +299,6 @@ def product_update(*, product_id: int, expected_version: int, **changes: Any) ->
         or changes["stock"] < 0
     ):
         raise InvalidChange("stock", "must be a whole number of zero or more")
-    product = _versioned_update(product_id, expected_version, **changes)
+    product = _product_versioned_update(product_id, expected_version, **changes)
     transaction.on_commit(catalog_invalidate)
     return product

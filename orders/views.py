@@ -1,18 +1,26 @@
+from functools import wraps
 from uuid import uuid4
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
-from dbops.pagination import cursor_parse
-from orders.exceptions import OrdersError, UnknownRegion
-from orders.forms import OrderForm, OrderLineFormSet
+from core.pagination import cursor_parse, keyset_page
+from orders.exceptions import DomainError, ProductNotFound, StaleVersion, UnknownRegion
+from orders.forms import OrderForm, OrderLineFormSet, RestockForm, order_lines_edit
 from orders.models import Region
+from orders.money import order_money
+from orders.payments import RecordingGateway
 from orders.selectors import (
     ORDER_PAGE_SIZE,
+    PRODUCT_PAGE_SIZE,
+    TOP_CUSTOMERS_LIMIT,
+    aproduct_get,
+    aproduct_page,
     customer_get,
     customer_of_user,
     order_get,
@@ -20,7 +28,24 @@ from orders.selectors import (
     report_daily_sales,
     report_top_customers,
 )
-from orders.services import order_place
+from orders.services import order_place, product_restock
+
+
+def customer_or_staff_required(view):
+    """Staff see every customer's orders (``scope`` None), a customer login only its own (``scope``
+    its customer id). Anyone else gets a page that says why there is nothing, not a bare 404."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        if request.user.is_staff:
+            return view(request, *args, scope=None, **kwargs)
+        customer = customer_of_user(user=request.user)
+        if customer is None:
+            return render(request, "orders/no_profile.html")
+        return view(request, *args, scope=customer.pk, **kwargs)
+
+    return wrapper
 
 
 def customer_scope(request) -> int | None:
@@ -33,25 +58,29 @@ def customer_scope(request) -> int | None:
     return customer.pk
 
 
-@login_required
-def order_list_view(request):
-    after = cursor_parse(request.GET.get("after"))
-    orders = order_list(customer_id=customer_scope(request), after=after)
-    next_after = orders[-1].pk if len(orders) == ORDER_PAGE_SIZE else None
-    return render(request, "orders/order_list.html", {"orders": orders, "next_after": next_after})
+@customer_or_staff_required
+def order_list_view(request, *, scope):
+    page = keyset_page(
+        lambda **cursor: order_list(customer_id=scope, **cursor),
+        after=cursor_parse(request.GET.get("after")),
+        before=cursor_parse(request.GET.get("before")),
+        size=ORDER_PAGE_SIZE,
+    )
+    return render(
+        request, "orders/order_list.html", {"orders": page.items, "page": page, "scope": scope}
+    )
 
 
-@login_required
-def order_detail(request, order_id: int):
-    order = order_get(order_id=order_id, customer_id=customer_scope(request))
+@customer_or_staff_required
+def order_detail(request, order_id: int, *, scope):
+    order = order_get(order_id=order_id, customer_id=scope)
     if order is None:
         raise Http404("No such order.")
     return render(request, "orders/order_detail.html", {"order": order})
 
 
-@login_required
-def customer_detail(request, customer_id: int):
-    scope = customer_scope(request)
+@customer_or_staff_required
+def customer_detail(request, customer_id: int, *, scope):
     if scope is not None and scope != customer_id:
         raise Http404("No such customer.")
     customer = customer_get(customer_id=customer_id)
@@ -66,22 +95,35 @@ def customer_detail(request, customer_id: int):
 def order_create(request):
     customer = customer_of_user(user=request.user)
     if customer is None:
-        raise PermissionDenied("Only a login with a customer profile can place orders.")
+        return render(request, "orders/no_profile.html")
     if request.method == "POST":
+        edited = order_lines_edit(request.POST)
+        if edited is not None:
+            # "Add a line" / "Remove" without JavaScript: the same form back, one line more or less.
+            form = OrderForm(
+                initial={
+                    "payment_methods": request.POST.getlist("payment_methods"),
+                    "decline": request.POST.getlist("decline"),
+                    "idempotency_key": request.POST.get("idempotency_key") or uuid4().hex,
+                }
+            )
+            return render(request, "orders/order_form.html", {"form": form, "lines": edited})
         form = OrderForm(request.POST)
         lines = OrderLineFormSet(request.POST, prefix="lines")
         if form.is_valid() and lines.is_valid():
+            gateway = RecordingGateway(decline=form.cleaned_data.get("decline", ()))
             try:
                 order = order_place(
                     customer_id=customer.pk,
                     lines=lines.lines(),
                     payment_methods=form.cleaned_data["payment_methods"],
                     idempotency_key=form.cleaned_data["idempotency_key"],
+                    gateway=gateway,
                 )
-            except OrdersError as exc:
+            except DomainError as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, f"Order #{order.pk} placed and paid: {order.total}.")
+                messages.success(request, order_placed_message(order, gateway))
                 return redirect("orders:order_detail", order_id=order.pk)
         return render(request, "orders/order_form.html", {"form": form, "lines": lines}, status=400)
     form = OrderForm(initial={"idempotency_key": uuid4().hex})
@@ -90,13 +132,21 @@ def order_create(request):
     )
 
 
+def order_placed_message(order, gateway: RecordingGateway) -> str:
+    """ "Order #7 placed: card declined (declined by the simulator), 1,234.50 EUR paid with wallet." """
+    declined = "".join(f"{method} declined ({reason}), " for method, reason in gateway.declined)
+    paid_with = f" with {gateway.captured[-1]}" if gateway.captured else ""
+    return f"Order #{order.pk} placed: {declined}{order_money(order.total)} paid{paid_with}."
+
+
 @login_required
 def report_top_customers_view(request):
     if not request.user.is_staff:
         raise PermissionDenied("Reports cover every customer: staff only.")
     region = request.GET.get("region") or None
     try:
-        rows = report_top_customers(region=region)
+        rows = report_top_customers(region=region, limit=TOP_CUSTOMERS_LIMIT)
+        daily = report_daily_sales(days=14, region=region)
     except UnknownRegion as exc:
         raise BadRequest(str(exc)) from exc
     return render(
@@ -105,7 +155,81 @@ def report_top_customers_view(request):
         {
             "rows": rows,
             "region": region,
+            "region_label": Region(region).label if region else "",
             "regions": Region.choices,
-            "daily": report_daily_sales(days=14),
+            "daily": daily,
+            "limit": TOP_CUSTOMERS_LIMIT,
         },
     )
+
+
+# Async views: the catalog and a product's page. Each ORM call awaits a query that Django still
+# runs in a worker thread; the event loop serves other requests meanwhile. Writes go through the
+# sync services (see product_restock_view).
+
+
+async def _request_user(request):
+    """The login, resolved with the async API and handed to the templates: the lazy
+    ``request.user`` would query the database synchronously while the template renders, which
+    Django refuses inside the event loop (``SynchronousOnlyOperation``)."""
+    request.user = await request.auser()
+    return request.user
+
+
+@login_required
+async def product_list_view(request):
+    after = cursor_parse(request.GET.get("after"))
+    await _request_user(request)
+    products, total = await aproduct_page(after=after)
+    next_after = products[-1].pk if len(products) == PRODUCT_PAGE_SIZE else None
+    return render(
+        request,
+        "orders/product_list.html",
+        {"products": products, "total": total, "next_after": next_after},
+    )
+
+
+@login_required
+async def product_detail(request, product_id: int):
+    user = await _request_user(request)
+    product = await aproduct_get(product_id=product_id)
+    if product is None:
+        raise Http404("No such product.")
+    form = RestockForm(initial={"version": product.version}) if user.is_staff else None
+    return render(request, "orders/product_detail.html", {"product": product, "form": form})
+
+
+@login_required
+@require_POST
+async def product_restock_view(request, product_id: int):
+    user = await _request_user(request)
+    if not user.is_staff:
+        raise PermissionDenied("Only staff restock products.")
+    form = RestockForm(request.POST)
+    status, conflict = 400, None
+    if form.is_valid():
+        try:
+            # The write stays in the sync service, transaction and all: a transaction belongs to
+            # one connection in one thread, so atomic() cannot run in the event loop. With
+            # thread_sensitive=True the whole service runs in the request's one sync thread.
+            product = await sync_to_async(product_restock, thread_sensitive=True)(
+                product_id=product_id,
+                quantity=form.cleaned_data["quantity"],
+                expected_version=form.cleaned_data["version"],
+            )
+        except ProductNotFound as exc:
+            raise Http404("No such product.") from exc
+        except StaleVersion as exc:
+            status, conflict = 409, str(exc)
+            form = RestockForm(initial={"version": exc.current.version})
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            added = form.cleaned_data["quantity"]
+            messages.success(request, f"{product.sku}: {added} added, {product.stock} in stock.")
+            return redirect("orders:product_detail", product_id=product_id)
+    product = await aproduct_get(product_id=product_id)
+    if product is None:
+        raise Http404("No such product.")
+    context = {"product": product, "form": form, "conflict": conflict}
+    return render(request, "orders/product_detail.html", context, status=status)

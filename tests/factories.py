@@ -40,10 +40,16 @@ def customer_create(*, user=None, region: str = "north", name: str | None = None
     return create(user=user, name=name or f"Customer {n}", email=f"c{n}@example.com", region=region)
 
 
-def product_create(*, stock: int = 10, price: str = "9.99", sku: str | None = None):
+def product_create(
+    *, stock: int = 10, price: str = "9.99", sku: str | None = None, description: str = ""
+):
     from orders.models import Product
 
     n = next(_seq)
     return Product.objects.create(
-        sku=sku or f"T-{n:05d}", name=f"Thing {n}", price=Decimal(price), stock=stock
+        sku=sku or f"T-{n:05d}",
+        name=f"Thing {n}",
+        price=Decimal(price),
+        stock=stock,
+        description=description,
     )

@@ -19,7 +19,9 @@ from wsgiref.util import setup_testing_defaults
 
 import psycopg
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.management import call_command
 from django.db import connection
+from zeal import zeal_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,41 +48,62 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def http_get(url: str, *, timeout: float = 15) -> tuple[int, dict, bytes]:
+def http_get(
+    url: str, *, timeout: float = 15, headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
 
 
-def http_json(url: str) -> tuple[int, dict]:
-    status, _, body = http_get(url)
+# The token that shows /health/ready's details (set in subprocess_env for servers the tests start).
+HEALTH_TOKEN = "health-token-for-tests"
+HEALTH_HEADERS = {"X-Health-Token": HEALTH_TOKEN}
+
+
+def http_json(url: str, *, headers: dict | None = None) -> tuple[int, dict]:
+    status, _, body = http_get(url, headers=headers)
     return status, json.loads(body)
 
 
 def subprocess_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "PYTEST_"))}
-    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": database_url()})
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": database_url(),
+            "HEALTH_TOKEN": HEALTH_TOKEN,
+        }
+    )
     env.update(overrides)
     return env
 
 
 @contextmanager
 def gunicorn(**env_overrides: str) -> Iterator[str]:
-    """Serve the project with gunicorn on a free port; yields the base URL."""
+    """Serve the project with gunicorn (WSGI) on a free port; yields the base URL."""
     port = free_port()
+    command = ["gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    with _server(command, port, env_overrides) as base:
+        yield base
+
+
+@contextmanager
+def uvicorn(**env_overrides: str) -> Iterator[str]:
+    """Serve the project with uvicorn (ASGI) on a free port; yields the base URL."""
+    port = free_port()
+    command = ["uvicorn", "config.asgi:application", "--port", str(port), "--lifespan", "off"]
+    with _server(command, port, env_overrides) as base:
+        yield base
+
+
+@contextmanager
+def _server(command: list[str], port: int, env_overrides: dict[str, str]) -> Iterator[str]:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-        ],
+        [sys.executable, "-m", *command],
         cwd=ROOT,
         env=subprocess_env(**env_overrides),
         stdout=subprocess.DEVNULL,
@@ -91,14 +114,14 @@ def gunicorn(**env_overrides: str) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {process.stderr.read().decode()}")
+                raise RuntimeError(f"{command[0]} exited: {process.stderr.read().decode()}")
             try:
                 if http_get(base + "/health/live", timeout=2)[0] == 200:
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not start in 30 s")
+                raise RuntimeError(f"{command[0]} did not start in 30 s")
             time.sleep(0.05)
         yield base
     finally:
@@ -106,7 +129,9 @@ def gunicorn(**env_overrides: str) -> Iterator[str]:
         process.wait(10)
 
 
-def wsgi_request(path: str, method: str = "GET") -> tuple[int, dict, bytes]:
+def wsgi_request(
+    path: str, method: str = "GET", *, headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     """One request through Django's real WSGI handler, with the request_started/finished signals.
 
     Unlike the test client, this runs ``close_old_connections`` at the request boundaries, so
@@ -117,6 +142,7 @@ def wsgi_request(path: str, method: str = "GET") -> tuple[int, dict, bytes]:
         "REQUEST_METHOD": method,
         "wsgi.input": io.BytesIO(),
         "SERVER_NAME": "testserver",
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in (headers or {}).items()},
     }
     setup_testing_defaults(environ)
     captured = {}
@@ -135,12 +161,14 @@ def wsgi_request(path: str, method: str = "GET") -> tuple[int, dict, bytes]:
 
 def in_threads(count: int, target) -> list:
     """Run target(i) for i in range(count) in real threads at once, each with its own connection
-    (closed when it finishes); return the results in order."""
+    (closed when it finishes) and its own N+1 detection (a new thread does not inherit the test's
+    context); return the results in order."""
     from concurrent.futures import ThreadPoolExecutor
 
     def run(i):
         try:
-            return target(i)
+            with zeal_context():
+                return target(i)
         finally:
             connection.close()
 
@@ -172,3 +200,10 @@ def killed_before(sql_fragment: str, call) -> BaseException | None:
         connection.close()
         assert fired, f"no statement containing {sql_fragment!r} ran"
     return None
+
+
+def run_command(*args, **options) -> None:
+    """``call_command`` as one unit of work with its own N+1 scope, as a run in its own process
+    would be: a test that runs a command twice is not a loop inside the command."""
+    with zeal_context():
+        call_command(*args, **options)

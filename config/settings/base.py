@@ -1,6 +1,9 @@
 """Settings shared by every environment; environment-specific modules import from here."""
 
+from datetime import timedelta
 from pathlib import Path
+
+from csp.constants import NONE, SELF
 
 from config.database import database_settings
 from config.env import StrictEnv
@@ -26,17 +29,23 @@ WSGI_APPLICATION = "config.wsgi.application"
 
 # DATABASES
 # ------------------------------------------------------------------------------
-# DATABASE_URL unset: the embedded server under .pgdata/ is started (or found) here, so every
-# manage.py command, the test suite and gunicorn use it without any setup.
-def _embedded_url() -> str:
-    from dbops import embedded
+def databases(*, embedded: bool) -> dict:
+    """DATABASES from DATABASE_URL. With ``embedded`` (local and test settings only) an unset
+    DATABASE_URL starts (or finds) the development server under .pgdata/ instead; production passes
+    False, so it refuses to start without DATABASE_URL and never starts a server of its own."""
+    embedded_url = None
+    if embedded:
 
-    return embedded.database_url(
-        BASE_DIR / ".pgdata", autostart=env.bool("EMBEDDED_PG_AUTOSTART", default=True)
-    )
+        def embedded_url() -> str:
+            from devdb import embedded as server
+
+            return server.database_url(
+                BASE_DIR / ".pgdata", autostart=env.bool("EMBEDDED_PG_AUTOSTART", default=True)
+            )
+
+    return database_settings(env.ENVIRON, embedded_url=embedded_url)
 
 
-DATABASES = database_settings(env.ENVIRON, embedded_url=_embedded_url)
 # Off on purpose: money services open durable transactions, which cannot nest in a request-wide one.
 ATOMIC_REQUESTS = False
 DB_SLOW_QUERY_MS = env.int("DB_SLOW_QUERY_MS", default=500, minimum=0)
@@ -62,7 +71,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
+    "csp",
     "dbops",
+    "core",
     "accounts",
     "orders",
 ]
@@ -71,13 +83,20 @@ MIDDLEWARE = [
     # First, so the counts include every query the request runs, middleware included.
     "dbops.middleware.QueryCountMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the session, the user or the form data: a NUL byte is a 400 here.
+    "core.middleware.RejectNulBytesMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # After the authentication middleware: it asks whether a person is logged in.
+    "core.middleware.PrivateCacheMiddleware",
     "dbops.middleware.DatabaseUnavailableMiddleware",
+    # Last, as django-axes asks: turns a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 TEMPLATES = [
@@ -90,6 +109,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.context_processors.page",
             ],
         },
     },
@@ -100,20 +120,63 @@ TEMPLATES = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username and address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    # The user is loaded with its customer profile joined, for the navigation (config/auth.py).
+    "config.auth.UserWithProfileBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+
+# LOGIN THROTTLING (django-axes; attempts stored in PostgreSQL, shared by every worker)
+# ------------------------------------------------------------------------------
+AXES_HANDLER = "core.login.LoginThrottleHandler"
+# Failures of one username from one address, and of one address over all usernames, in the window.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5, minimum=1)
+LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=30, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15, minimum=1))
+# A success clears that username's failures from that address only, never the address's count.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.login.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_DISABLE_ACCESS_LOG = True  # failures are what throttling needs; no row per successful login
+# Proxies in front of the app that append to X-Forwarded-For (0: use REMOTE_ADDR).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0, minimum=0)
 
 # SECURITY
 # ------------------------------------------------------------------------------
 CSRF_FAILURE_VIEW = "config.views.csrf_failure"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Scripts and styles from this site's static files only: no inline code, no other origin.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# HEALTH
+# ------------------------------------------------------------------------------
+# /health/ready shows its details to staff and to probes sending this in X-Health-Token.
+HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
+# Off: pending migrations are reported, not fatal (between expand and contract they are expected).
+HEALTH_FAIL_ON_PENDING_MIGRATIONS = env.bool("HEALTH_FAIL_ON_PENDING_MIGRATIONS", default=False)
 
 # STATIC
 # ------------------------------------------------------------------------------
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # LOGGING

@@ -1,11 +1,13 @@
 """Production: secrets required from the environment, HTTPS only; passes check --deploy."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import databases, env
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
+# DATABASE_URL is required: production never falls back to the embedded development server.
+DATABASES = databases(embedded=False)
 
 # SECURITY
 # ------------------------------------------------------------------------------

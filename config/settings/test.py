@@ -1,7 +1,19 @@
-"""Tests: real PostgreSQL (embedded or DATABASE_URL), fast hashing, no toolbar."""
+"""Tests: real PostgreSQL (embedded or DATABASE_URL), fast hashing, no toolbar, N+1 is an error."""
 
 from .base import *  # noqa: F403
+from .base import INSTALLED_APPS, MIDDLEWARE, databases
+from .nplusone import *  # noqa: F403
+
+DATABASES = databases(embedded=True)
+INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "zeal"]
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# N+1 DETECTION (django-zeal)
+# ------------------------------------------------------------------------------
+# An N+1 fails the test. Every test runs inside a zeal context (tests/conftest.py); the
+# middleware gives each request its own, so two requests in one test are two units of work.
+MIDDLEWARE = [MIDDLEWARE[0], "zeal.middleware.zeal_middleware", *MIDDLEWARE[1:]]
+ZEAL_RAISE = True

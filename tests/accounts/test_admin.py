@@ -38,10 +38,18 @@ def test_changelists_run_a_constant_number_of_queries(staff, path):
 
 
 def test_account_change_page_runs_a_constant_number_of_queries(staff):
-    account = account_create(owner=user_create(), balance="3")
-    with CaptureQueriesContext(connection) as captured:
-        assert staff.get(f"/admin/accounts/account/{account.pk}/change/").status_code == 200
-    assert len(captured) <= 8
+    owner = user_create()
+    account, other = account_create(owner=owner, balance="300"), account_create(owner=owner)
+    path = f"/admin/accounts/account/{account.pk}/change/"
+    transfer_create(source_id=account.pk, target_id=other.pk, amount="1")
+    staff.get(path)  # warm: process-wide caches (content types) filled
+    with CaptureQueriesContext(connection) as few:
+        assert staff.get(path).status_code == 200
+    for _ in range(30):  # thirty more transfers and ledger entries on this account
+        transfer_create(source_id=account.pk, target_id=other.pk, amount="1")
+    with CaptureQueriesContext(connection) as many:
+        assert staff.get(path).status_code == 200
+    assert len(many) == len(few) <= 8
 
 
 def test_admin_edit_goes_through_optimistic_locking(staff):
@@ -72,8 +80,9 @@ def test_transfers_and_ledger_are_read_only_in_admin(staff):
 
 def test_admin_requires_staff(client):
     client.force_login(user_create())
-    assert client.get("/admin/accounts/account/").status_code == 302
-    assert Account.objects.count() == 0
+    response = client.get("/admin/accounts/account/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
 
 
 def test_admin_adds_an_empty_account(staff):
@@ -84,3 +93,14 @@ def test_admin_adds_an_empty_account(staff):
     assert response.status_code == 302
     account = Account.objects.get(name="New")
     assert (account.owner_id, account.balance, account.version) == (owner.pk, 0, 1)
+
+
+def test_changelists_show_money_with_separators_and_currency(staff):
+    owner = user_create()
+    source = account_create(owner=owner, balance="23456.70", currency="USD")
+    target = account_create(owner=owner, currency="USD")
+    transfer_create(source_id=source.pk, target_id=target.pk, amount="1234.5")
+    assert "22,222.20\u00a0USD" in staff.get("/admin/accounts/account/").content.decode()
+    assert "1,234.50\u00a0USD" in staff.get("/admin/accounts/transfer/").content.decode()
+    ledger = staff.get("/admin/accounts/ledgerentry/").content.decode()
+    assert "\u22121,234.50\u00a0USD" in ledger and "+1,234.50\u00a0USD" in ledger

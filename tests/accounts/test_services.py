@@ -1,7 +1,8 @@
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 
 from accounts.exceptions import (
     AccountNotFound,
@@ -16,6 +17,7 @@ from accounts.exceptions import (
 )
 from accounts.models import Account, LedgerEntry, Transfer
 from accounts.services import account_deposit, account_update, transfer_batch, transfer_create
+from dbops.errors import constraint_name
 from dbops.retry import RetryInsideTransaction
 from tests.accounts.invariants import assert_ledger_matches_balances
 from tests.factories import account_create, user_create
@@ -187,6 +189,77 @@ def test_batch_commits_good_items_and_reports_bad_ones(pair):
     source.refresh_from_db()
     assert source.balance == Decimal("92.50")
     assert Transfer.objects.count() == 2
+    assert_ledger_matches_balances()
+
+
+@pytest.fixture
+def transfers_refused_by_memo():
+    """A trigger that refuses a transfer row with the memo 'refuse me' (a constraint the service
+    cannot foresee), raised after the item has already moved both balances."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION refuse_marked_transfer() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.memo = 'refuse me' THEN
+                    RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation';
+                END IF;
+                RETURN NEW;
+            END $$
+            """
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse_marked_transfer BEFORE INSERT ON accounts_transfer"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_marked_transfer()"
+        )
+    # Created inside the test's transaction: rolled back with it.
+
+
+def test_a_batch_item_that_fails_after_it_wrote_rolls_back_alone(pair, transfers_refused_by_memo):
+    source, target = pair
+    result = transfer_batch(
+        items=[
+            {"source_id": source.pk, "target_id": target.pk, "amount": "10"},
+            {"source_id": source.pk, "target_id": target.pk, "amount": "20", "memo": "refuse me"},
+            {"source_id": target.pk, "target_id": source.pk, "amount": "1"},
+        ]
+    )
+    assert [i for i, _ in result.succeeded] == [0, 2]
+    assert [(i, type(exc).__name__) for i, exc in result.failed] == [(1, "InvalidChange")]
+    source.refresh_from_db()
+    target.refresh_from_db()
+    # The refused item's balance changes went with its savepoint; the others committed.
+    assert (source.balance, target.balance) == (Decimal("91.00"), Decimal("14.00"))
+    assert Transfer.objects.count() == 2
+    assert_ledger_matches_balances()
+
+
+@pytest.mark.parametrize(
+    "write, constraint",
+    [
+        (
+            lambda a, b: Account.objects.filter(pk=b.pk).update(balance=F("balance") - 6),
+            "account_balance_non_negative",
+        ),
+        (
+            lambda a, b: Transfer.objects.create(source=a, target=b, amount=Decimal("0")),
+            "transfer_amount_positive",
+        ),
+        (
+            lambda a, b: Transfer.objects.create(source=a, target=a, amount=Decimal("1")),
+            "transfer_distinct_accounts",
+        ),
+    ],
+    ids=["balance >= 0", "amount > 0", "source != target"],
+)
+def test_the_database_refuses_what_the_services_check_whatever_the_code_does(
+    pair, write, constraint
+):
+    # The last line of defence: writes that skip every check in the services.
+    with pytest.raises(IntegrityError) as refused, transaction.atomic():
+        write(*pair)
+    assert constraint_name(refused.value) == constraint
+    assert Transfer.objects.count() == 0
     assert_ledger_matches_balances()
 
 

@@ -6,7 +6,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Account, LedgerEntry, Transfer
-from accounts.services import transfer_create
+from accounts.services import account_deposit, transfer_create
 from tests.factories import account_create, user_create
 
 pytestmark = pytest.mark.django_db
@@ -173,12 +173,56 @@ def test_history_pages_by_keyset_and_shows_only_mine(client, accounts):
 
     first = client.get("/accounts/transfers/")
     assert [t.pk for t in first.context["transfers"]] == made[::-1][:25]
-    second = client.get(f"/accounts/transfers/?after={first.context['next_after']}")
+    assert first.context["page"].newer is None
+    second = client.get(f"/accounts/transfers/?after={first.context['page'].older}")
     assert [t.pk for t in second.context["transfers"]] == made[::-1][25:]
-    assert second.context["next_after"] is None
+    assert second.context["page"].older is None
+    back = client.get(f"/accounts/transfers/?before={second.context['page'].newer}")
+    assert [t.pk for t in back.context["transfers"]] == made[::-1][:25]
+    assert back.context["page"].newer is None and back.context["page"].older == made[5]
 
 
-@pytest.mark.parametrize("cursor", ["abc", "-1", "0", "1.5", "9" * 40])
+def test_history_shows_older_only_when_there_is_more(client, accounts):
+    source, target = accounts
+    made = [
+        transfer_create(source_id=source.pk, target_id=target.pk, amount="1").pk for _ in range(25)
+    ]
+    page = client.get("/accounts/transfers/").context["page"]
+    assert len(page.items) == 25 and page.older is None
+    transfer_create(source_id=source.pk, target_id=target.pk, amount="1")
+    page = client.get("/accounts/transfers/").context["page"]
+    assert page.older == made[1]
+
+
+def test_history_past_the_end_says_no_more_not_none_yet(client, accounts):
+    source, target = accounts
+    first = transfer_create(source_id=source.pk, target_id=target.pk, amount="1")
+    past = client.get(f"/accounts/transfers/?after={first.pk}")
+    assert past.status_code == 200
+    assert b"No more transfers." in past.content and b"No transfers yet" not in past.content
+    assert b"Newest" in past.content
+    newer = client.get(f"/accounts/transfers/?before={first.pk}")
+    assert b"No more transfers." in newer.content
+
+
+def test_history_of_a_new_user_says_none_yet(client, accounts):
+    assert b"No transfers yet." in client.get("/accounts/transfers/").content
+
+
+def test_history_marks_direction_and_my_accounts(client, accounts, alice):
+    source, target = accounts
+    stranger = account_create(owner=user_create("bob"), balance="50", name="Bob's")
+    account_deposit(account_id=source.pk, amount=Decimal("2000"))
+    transfer_create(source_id=source.pk, target_id=stranger.pk, amount="1234.5")
+    transfer_create(source_id=stranger.pk, target_id=target.pk, amount="2")
+    transfer_create(source_id=source.pk, target_id=target.pk, amount="3")
+    rows = client.get("/accounts/transfers/").context["transfers"]
+    assert [t.direction for t in rows] == ["own", "in", "out"]
+    content = client.get("/accounts/transfers/").content.decode()
+    assert "−1,234.50\u00a0EUR" in content and "+2.00\u00a0EUR" in content
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "0", "1.5", "9" * 40, "²", "①", "١٢", "%00"])
 def test_malformed_cursor_is_a_400(client, accounts, cursor):
     assert client.get(f"/accounts/transfers/?after={cursor}").status_code == 400
 

@@ -13,7 +13,7 @@ from django.db import connection
 
 from dbops.models import BackfillRun, BackfillStatus
 from orders.models import Product
-from tests.helpers import ROOT, raw_connection, subprocess_env
+from tests.helpers import ROOT, killed_before, raw_connection, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -226,6 +226,91 @@ def test_a_run_that_cannot_go_on_fails_keeping_its_checkpoint(products):
     assert failed.status == BackfillStatus.FAILED and "null value" in failed.last_error
     assert failed.rows_done == 50 and failed.last_pk == first_id + 49
     assert names_left() == 150
+
+
+# Not idempotent, on every row: a row filled twice ends in "!!".
+APPEND = ["orders.Product", "name", "--expression", "name || '!'", "--where", "true"]
+
+
+def filled_once() -> bool:
+    counts = updates_per_row()
+    return (
+        len(counts) == 200
+        and set(counts.values()) == {1}
+        and Product.objects.filter(name__endswith="!").count() == 200
+        and not Product.objects.filter(name__endswith="!!").exists()
+    )
+
+
+def test_a_kill_between_a_batch_and_its_checkpoint_loses_both(products):
+    """The checkpoint commits in the batch's transaction: killed just before it, the batch's rows
+    roll back with it, and the run (which reconnects and goes on from its last checkpoint) fills
+    them once. Were the checkpoint written after the batch committed, they would be filled twice."""
+    error = killed_before('SET "last_pk"', lambda: run(*APPEND, "--batch-size", "50"))
+    assert error is None  # the lost batch was retried on a new connection
+    assert filled_once()
+    finished = BackfillRun.objects.get()
+    assert (finished.status, finished.rows_done) == (BackfillStatus.DONE, 200)
+
+
+@pytest.fixture
+def row_refusing_updates(products):
+    """A trigger refusing any update of one row (the 121st): a run stops right before it."""
+    stop = Product.objects.order_by("pk")[120].pk
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF OLD.id = {int(stop)} THEN
+                    RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation';
+                END IF;
+                RETURN NEW;
+            END $$
+            """
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse_row BEFORE UPDATE ON orders_product"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_row()"
+        )
+
+    def lift():
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS refuse_row ON orders_product")
+            cursor.execute("DROP FUNCTION IF EXISTS refuse_row()")
+
+    yield stop, lift
+    lift()
+
+
+def test_a_run_resumes_after_its_checkpoint_not_from_the_start(row_refusing_updates):
+    stop, lift = row_refusing_updates
+    with pytest.raises(CommandError, match="keeps its checkpoint"):
+        run(*APPEND, "--batch-size", "16")
+    stopped = BackfillRun.objects.get()
+    assert stopped.last_pk == stop - 1 and stopped.rows_done == 120
+    lift()
+    run(*APPEND, "--batch-size", "16")
+    assert filled_once()
+    assert BackfillRun.objects.get().rows_done == 200
+
+
+def test_batches_grow_toward_the_target_duration(products):
+    run(*FILL, "--batch-size", "5", "--target-batch-ms", "1000000")
+    result = BackfillRun.objects.get()
+    # 5, 10, 20, 40, 80, then 160 takes the last 45 rows; a fixed size would take 40 batches.
+    assert (result.batches, result.batch_size) == (6, 160)
+    assert names_left() == 0
+
+
+def test_batches_shrink_when_they_take_longer_than_the_target(products):
+    slow = ["orders.Product", "name", "--where", "name <> upper(name)", "--expression"]
+    slow.append("(SELECT upper(name) FROM pg_sleep(0.002 + 0 * length(name)))")
+    run(*slow, "--batch-size", "64", "--target-batch-ms", "20")
+    result = BackfillRun.objects.get()
+    # 64 rows take over 128 ms: each batch halves, to the few rows that fit in 20 ms.
+    assert result.batch_size <= 16 and result.batches >= 8
+    assert names_left() == 0
 
 
 def test_different_options_for_an_unfinished_run_are_refused_and_restart_starts_over(products):

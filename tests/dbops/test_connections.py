@@ -3,11 +3,24 @@ import json
 import pytest
 from django.db import connection
 
-from tests.helpers import gunicorn, http_get, http_json, raw_connection, wsgi_request
+from tests.helpers import (
+    HEALTH_HEADERS,
+    HEALTH_TOKEN,
+    gunicorn,
+    http_get,
+    http_json,
+    raw_connection,
+    wsgi_request,
+)
 
 
-def backend_pid_of_request() -> tuple[int, int]:
-    status, _, body = wsgi_request("/health/ready")
+@pytest.fixture(autouse=True)
+def health_token(settings):
+    settings.HEALTH_TOKEN = HEALTH_TOKEN
+
+
+def backend_pid_of_request() -> tuple[int, int | None]:
+    status, _, body = wsgi_request("/health/ready", headers=HEALTH_HEADERS)
     report = json.loads(body)
     return status, report.get("database", {}).get("connections", {}).get("backend_pid")
 
@@ -21,7 +34,7 @@ def terminate(pid: int) -> None:
 def test_persistent_connection_is_reused_across_requests():
     _, first = backend_pid_of_request()
     _, second = backend_pid_of_request()
-    assert first == second
+    assert isinstance(first, int) and first == second
 
 
 @pytest.mark.django_db(transaction=True)
@@ -62,7 +75,7 @@ def test_without_health_checks_the_killed_connection_fails_one_request(health_ch
 def test_gunicorn_serves_requests_in_each_connection_mode(mode, env):
     with gunicorn(**env) as base:
         for _ in range(5):
-            status, report = http_json(base + "/health/ready")
+            status, report = http_json(base + "/health/ready", headers=HEALTH_HEADERS)
             assert status == 200, report
         reuse = report["database"]["connections"]
         assert reuse["mode"] == mode

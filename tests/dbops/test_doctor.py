@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection
 
 from tests.factories import customer_create
-from tests.helpers import raw_connection
+from tests.helpers import HEALTH_HEADERS, HEALTH_TOKEN, raw_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,7 +35,8 @@ def test_a_healthy_database_exits_zero():
     assert "ok   migrations: all applied" in output
 
 
-def test_invalid_index_is_reported_here_and_in_health(client):
+def test_invalid_index_is_reported_here_and_in_health(client, settings):
+    settings.HEALTH_TOKEN = HEALTH_TOKEN
     customer_create(region="south")
     customer_create(region="south")
     with connection.cursor() as cursor, pytest.raises(IntegrityError):
@@ -49,7 +50,7 @@ def test_invalid_index_is_reported_here_and_in_health(client):
         assert found["invalid indexes"]["details"] == [
             {"index": "doctor_bad_idx", "table": "orders_customer"}
         ]
-        assert client.get("/health/ready").json()["invalid_indexes"] == [
+        assert client.get("/health/ready", headers=HEALTH_HEADERS).json()["invalid_indexes"] == [
             {"index": "doctor_bad_idx", "table": "orders_customer"}
         ]
     finally:
@@ -57,7 +58,8 @@ def test_invalid_index_is_reported_here_and_in_health(client):
             cursor.execute("DROP INDEX CONCURRENTLY doctor_bad_idx")
 
 
-def test_not_valid_constraint_is_reported_here_and_in_health(client):
+def test_not_valid_constraint_is_reported_here_and_in_health(client, settings):
+    settings.HEALTH_TOKEN = HEALTH_TOKEN
     with connection.cursor() as cursor:
         cursor.execute(
             "ALTER TABLE orders_product ADD CONSTRAINT doctor_check CHECK (stock < 1000000000) NOT VALID"
@@ -68,9 +70,9 @@ def test_not_valid_constraint_is_reported_here_and_in_health(client):
         assert found["NOT VALID constraints"]["details"] == [
             {"constraint": "doctor_check", "table": "orders_product"}
         ]
-        assert client.get("/health/ready").json()["not_valid_constraints"] == [
-            {"constraint": "doctor_check", "table": "orders_product"}
-        ]
+        assert client.get("/health/ready", headers=HEALTH_HEADERS).json()[
+            "not_valid_constraints"
+        ] == [{"constraint": "doctor_check", "table": "orders_product"}]
     finally:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE orders_product DROP CONSTRAINT doctor_check")

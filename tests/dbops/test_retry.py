@@ -3,7 +3,8 @@ import threading
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from dbops.retry import RetryInsideTransaction, retry_transaction, sqlstate
+from dbops.errors import sqlstate
+from dbops.retry import RetryInsideTransaction, retry_transaction
 from tests.helpers import raw_connection
 
 

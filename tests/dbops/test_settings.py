@@ -176,3 +176,22 @@ def test_debug_toolbar_only_in_local_settings(module, present):
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.split() == [str(present), str(present)], result.stderr
+
+
+def test_production_refuses_to_start_without_database_url():
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": "k" * 50,
+        "DJANGO_ALLOWED_HOSTS": "shop.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Set the DATABASE_URL environment variable" in result.stderr

@@ -1,14 +1,19 @@
+import itertools
 import random
 import threading
 
 import pytest
 from django.db import DatabaseError, connection
+from django.test import Client
 
+from orders import services as order_services
+from orders.admin import CustomerAdminForm
 from orders.exceptions import DuplicateCustomer, OutOfStock, ProductNotFound
 from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product
+from orders.selectors import catalog_invalidate, product_catalog
 from orders.services import customer_create as customer_create_service
 from orders.services import order_place
-from tests.factories import customer_create, product_create
+from tests.factories import customer_create, product_create, user_create
 from tests.helpers import in_threads, killed_before, raw_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,7 +55,8 @@ def test_orders_with_the_same_products_in_any_line_order_never_deadlock():
         return placed
 
     assert sum(in_threads(8, buy)) == 80
-    sold = sum(1000 - Product.objects.get(pk=p.pk).stock for p in products)
+    stock = Product.objects.filter(pk__in=[p.pk for p in products]).values_list("stock", flat=True)
+    sold = sum(1000 - left for left in stock)
     assert sold == OrderItem.objects.count() == 240
 
 
@@ -120,3 +126,59 @@ def test_concurrent_customers_with_one_email_in_any_case_make_one():
     created = [pk for pk in in_threads(4, create) if pk]
     assert len(created) == 1
     assert Customer.objects.get().email_normalized == "ann@example.com"
+
+
+@pytest.mark.parametrize("change", [False, True], ids=["add", "change"])
+def test_two_admins_saving_one_email_at_once_get_one_customer_and_a_form_error(monkeypatch, change):
+    """Both forms pass their duplicate check before either inserts; the unique constraint refuses
+    the second, which must come back as the form's error, not a 500."""
+    admins = [user_create(f"admin{i}", is_staff=True, is_superuser=True) for i in range(2)]
+    existing = [customer_create(), customer_create()] if change else []
+    both_checked = threading.Barrier(2)
+    checks = itertools.count()
+    real_clean_email = CustomerAdminForm.clean_email
+
+    def clean_email_then_wait(self):
+        email = real_clean_email(self)
+        if next(checks) < 2:  # each admin's first check: both pass before either saves
+            both_checked.wait(timeout=10)
+        return email
+
+    monkeypatch.setattr(CustomerAdminForm, "clean_email", clean_email_then_wait)
+    spellings = ["dup@example.com", " DUP@Example.com"]
+
+    def save(i):
+        client = Client()
+        client.force_login(admins[i])
+        path = (
+            f"/admin/orders/customer/{existing[i].pk}/change/"
+            if change
+            else "/admin/orders/customer/add/"
+        )
+        data = {"name": f"Admin {i}'s", "email": spellings[i], "region": "north"}
+        return client.post(path, data)
+
+    responses = in_threads(2, save)
+    assert sorted(r.status_code for r in responses) == [200, 302]
+    refused = next(r for r in responses if r.status_code == 200)
+    assert b"exists already" in refused.content
+    assert Customer.objects.filter(email_normalized="dup@example.com").count() == 1
+    assert Customer.objects.count() == (2 if change else 1)
+
+
+def test_a_reader_right_after_the_catalog_is_invalidated_sees_the_order(monkeypatch):
+    """The catalog is invalidated once the order has committed (on_commit). Were it invalidated
+    before the commit, a reader in between would cache the old stock for everyone, for good."""
+    customer, product = customer_create(), product_create(stock=5)
+    assert product_catalog()[0]["stock"] == 5
+    seen_by_reader = []
+
+    def invalidate_then_read():
+        catalog_invalidate()
+        # Another request reading the catalog at once, on its own connection.
+        seen_by_reader.extend(in_threads(1, lambda _: product_catalog()[0]["stock"]))
+
+    monkeypatch.setattr(order_services, "catalog_invalidate", invalidate_then_read)
+    order_place(customer_id=customer.pk, lines=[(product.pk, 2)])
+    assert seen_by_reader == [3]
+    assert product_catalog()[0]["stock"] == 3

@@ -3,7 +3,29 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dbops.backfill import BackfillError, Progress, backfill, plan_build, plan_check, rows_to_fill
+from dbops.backfill import (
+    BackfillError,
+    BackfillOptions,
+    Expression,
+    FromField,
+    Progress,
+    Value,
+    backfill,
+    plan_build,
+    plan_check,
+    rows_to_fill,
+)
+
+DEFAULTS = BackfillOptions
+# Numeric flags: their least value (checked here, where the flag names belong) and help text.
+# Their defaults are BackfillOptions' own.
+NUMERIC = {
+    "batch_size": (1, "rows in the first batch; later batches adapt toward --target-batch-ms"),
+    "target_batch_ms": (1, "how long one batch should take, in milliseconds"),
+    "sleep": (0, "seconds to pause between batches"),
+    "lock_timeout_ms": (1, "lock timeout of each batch, in milliseconds"),
+    "statement_timeout_ms": (1, "statement timeout of each batch, in milliseconds"),
+}
 
 
 def _duration(seconds: float | None) -> str:
@@ -14,6 +36,32 @@ def _duration(seconds: float | None) -> str:
         f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
         if seconds >= 3600
         else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+def options_parse(options: dict) -> BackfillOptions:
+    """The command's flags as the library's typed options; CommandError names a bad flag."""
+    sources = [
+        (name, kind(options[name]))
+        for name, kind in (("value", Value), ("from_field", FromField), ("expression", Expression))
+        if options[name] is not None
+    ]
+    if len(sources) != 1:
+        raise CommandError(
+            "Give exactly one of --value, --from-field or --expression"
+            + (f" (got {', '.join(name for name, _ in sources)})." if sources else ".")
+        )
+    for name, least in ((n, least) for n, (least, _) in NUMERIC.items()):
+        if options[name] < least:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least {least}.")
+    return BackfillOptions(
+        model_label=options["model"],
+        field_name=options["field"],
+        source=sources[0][1],
+        where=options["where"],
+        database=options["database"],
+        restart=options["restart"],
+        **{name: options[name] for name in NUMERIC},
     )
 
 
@@ -48,27 +96,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--where", metavar="SQL", help="which rows to fill (default: the field IS NULL)"
         )
-        parser.add_argument(
-            "--batch-size",
-            type=int,
-            default=1000,
-            help="rows per batch to start with (default 1000)",
-        )
-        parser.add_argument(
-            "--target-batch-ms",
-            type=float,
-            default=200,
-            help="batch size adapts toward this duration (default 200)",
-        )
-        parser.add_argument(
-            "--sleep", type=float, default=0.0, metavar="SECONDS", help="pause between batches"
-        )
-        parser.add_argument(
-            "--lock-timeout-ms", type=int, default=2000, help="per batch (default 2000)"
-        )
-        parser.add_argument(
-            "--statement-timeout-ms", type=int, default=30000, help="per batch (default 30000)"
-        )
+        self.add_batch_arguments(parser)
+
+    def add_batch_arguments(self, parser):
+        """How the rows are written: batch size and pace, timeouts, and run control."""
+        for name, (least, text) in NUMERIC.items():
+            default = getattr(DEFAULTS, name)
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                type=type(default),
+                default=default,
+                help=f"{text} (default {default:g}; at least {least})",
+            )
         parser.add_argument(
             "--dry-run",
             action="store_true",
@@ -80,33 +119,22 @@ class Command(BaseCommand):
             help="abandon an unfinished run of this target and start over",
         )
         parser.add_argument(
-            "--database", default="default", help="database alias (default: default)"
+            "--database",
+            default=DEFAULTS.database,
+            help=f"database alias (default: {DEFAULTS.database})",
         )
 
     def handle(self, *args, **options):
         self.verbosity = options["verbosity"]
         try:
-            plan = plan_build(
-                model_label=options["model"],
-                field_name=options["field"],
-                value=options["value"],
-                from_field=options["from_field"],
-                expression=options["expression"],
-                where=options["where"],
-                database=options["database"],
-                batch_size=options["batch_size"],
-                target_batch_ms=options["target_batch_ms"],
-                sleep=options["sleep"],
-                lock_timeout_ms=options["lock_timeout_ms"],
-                statement_timeout_ms=options["statement_timeout_ms"],
-            )
+            plan = plan_build(options_parse(options))
             if options["dry_run"]:
                 plan_check(plan)
                 self.dry_run(plan)
                 return
             self.tty = sys.stdout.isatty() and self.verbosity > 0
             self.last_line = 0.0
-            run = backfill(plan, restart=options["restart"], progress=self.progress)
+            run = backfill(plan, progress=self.progress)
         except BackfillError as exc:
             raise CommandError(str(exc)) from exc
         if self.tty:
@@ -128,10 +156,10 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Rows:     {plan.where}")
         self.stdout.write(
-            f"Batches:  keyset on {plan.pk_column}, starting at {plan.batch_size} rows, toward {plan.target_batch_ms:g} ms each"
+            f"Batches:  keyset on {plan.pk_column}, starting at {plan.batch_size} rows, toward {plan.options.target_batch_ms:g} ms each"
         )
         self.stdout.write(
-            f"Per batch: lock_timeout {plan.lock_timeout_ms} ms, statement_timeout {plan.statement_timeout_ms} ms"
+            f"Per batch: lock_timeout {plan.options.lock_timeout_ms} ms, statement_timeout {plan.options.statement_timeout_ms} ms"
         )
         self.stdout.write(f"SQL (one statement, one transaction per batch):\n{plan.update_sql()}")
         if plan.params:

@@ -1,0 +1,511 @@
+"""The patterns this project demonstrates, where their code lives, and where to see each one live.
+
+One entry per row of the README's "Where each pattern lives" map (a test keeps the two in step).
+The patterns index page lists them all; every page's footer names the ones it shows, found by the
+page's URL name in ``pages`` (shell-style wildcards allowed, for the admin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from django.urls import NoReverseMatch, reverse
+
+
+@dataclass(frozen=True)
+class Live:
+    """Where to see a pattern work: a page (URL name) or a command to type."""
+
+    label: str
+    url_name: str = ""
+    command: str = ""
+    staff: bool = False
+
+    @property
+    def url(self) -> str:
+        try:
+            return reverse(self.url_name) if self.url_name else ""
+        except NoReverseMatch:  # a page of an app that is not installed in these settings
+            return ""
+
+
+@dataclass(frozen=True)
+class Pattern:
+    slug: str
+    group: str
+    name: str
+    summary: str
+    # "path symbol, symbol": the file first, as in the README map.
+    code: tuple[str, ...]
+    live: tuple[Live, ...] = ()
+    # URL names of the pages that show it (fnmatch wildcards allowed).
+    pages: tuple[str, ...] = field(default=())
+
+    @property
+    def files(self) -> list[str]:
+        return [where.split()[0] for where in self.code]
+
+
+GROUPS = {
+    "dbops": "Talking to PostgreSQL safely",
+    "accounts": "Money moved atomically (accounts)",
+    "orders": "Reads without N+1, stock without lost updates (orders)",
+    "schema": "Schema changes without downtime",
+}
+
+ADMIN_CHANGELISTS = "admin:*_changelist"
+MAKE_RUN = Live("every page, with make run (local settings)", command="make run")
+WORKED_EXAMPLE = Live(
+    "README, worked example: expand, backfill, contract",
+    command="python manage.py migrate orders 0002",
+)
+
+PATTERNS: tuple[Pattern, ...] = (
+    # dbops --------------------------------------------------------------------------------
+    Pattern(
+        "embedded-postgres",
+        "dbops",
+        "Embedded PostgreSQL for development",
+        "With DATABASE_URL unset (local and test settings only) the project starts its own "
+        "PostgreSQL; safe to start from many processes at once. Production refuses to start "
+        "without DATABASE_URL.",
+        ("devdb/embedded.py start, database_url", "config/settings/base.py databases"),
+        (Live("status of the embedded server", command="python manage.py embedded_db status"),),
+    ),
+    Pattern(
+        "settings-from-env",
+        "dbops",
+        "DATABASES from the environment",
+        "Connection reuse, the pool and timeouts come from environment variables; a bad value "
+        "stops the process at start, naming the variable.",
+        ("config/database.py database_settings", "config/env.py StrictEnv"),
+        (Live("connection settings in use", url_name="health:status"),),
+        ("health:status",),
+    ),
+    Pattern(
+        "pool-sizing-check",
+        "dbops",
+        "Pool-sizing system check",
+        "Warns when web workers times connections per worker exceed what the server allows.",
+        ("dbops/checks.py check_pool_sizing",),
+        (Live("run the check", command="python manage.py check --database default"),),
+    ),
+    Pattern(
+        "health",
+        "dbops",
+        "Health endpoints",
+        "/health/live touches no database; /health/ready reports latency, version, connection "
+        "reuse or pool statistics, pending migrations, invalid indexes, NOT VALID constraints and "
+        "replica lag.",
+        ("dbops/views.py live, ready", "dbops/health.py readiness", "dbops/catalog.py"),
+        (
+            Live("/health/ (a page)", url_name="health:status"),
+            Live("/health/ready (JSON)", url_name="health:ready"),
+            Live("/health/live", url_name="health:live"),
+        ),
+        ("health:status",),
+    ),
+    Pattern(
+        "query-count",
+        "dbops",
+        "Query count and database time of every response",
+        "X-DB-Query-Count and X-DB-Query-Time-Ms on every response, counted through "
+        "connection.execute_wrapper (works with DEBUG off), slow queries logged with their SQL. "
+        "The footer of every page shows the same figures.",
+        ("dbops/middleware.py QueryCountMiddleware", "dbops/instrumentation.py track_queries"),
+        (Live("the footer of any page", url_name="home"),),
+    ),
+    Pattern(
+        "outage-503",
+        "dbops",
+        "A database outage is a plain 503 page",
+        "Connection errors anywhere in the stack become a 503 with Retry-After, never a traceback.",
+        ("dbops/middleware.py DatabaseUnavailableMiddleware", "config/views.py server_error"),
+        (Live("stop the database, then reload a page", command="make stopdb"),),
+    ),
+    Pattern(
+        "retry",
+        "dbops",
+        "Retry a whole transaction",
+        "Deadlocks, serialization failures and lock timeouts re-run the whole atomic unit, "
+        "bounded, with jittered backoff; refuses to run inside an outer transaction. One retry "
+        "loop for services, migration operations and the backfill.",
+        ("dbops/retry.py retry_transaction, call_with_retries",),
+        (Live("every transfer and order", url_name="accounts:transfer_create"),),
+        ("accounts:transfer_create", "orders:order_create"),
+    ),
+    Pattern(
+        "timeouts",
+        "dbops",
+        "Lock and statement timeouts",
+        "One helper: transaction-local (set_config(..., true)) inside a transaction, a restored "
+        "session setting outside one (CREATE INDEX CONCURRENTLY).",
+        ("dbops/timeouts.py lock_timeout, statement_timeout",),
+        (Live("every transfer takes its locks under one", url_name="accounts:transfer_create"),),
+        ("accounts:transfer_create",),
+    ),
+    Pattern(
+        "errors-by-sqlstate",
+        "dbops",
+        "Database errors classified by SQLSTATE",
+        "By SQLSTATE and constraint name, never by the message text: a duplicate customer email "
+        "is a form error whatever the server's language.",
+        ("dbops/errors.py sqlstate, constraint_name, error_text",),
+        (
+            Live(
+                "add a customer with a taken email",
+                url_name="admin:orders_customer_add",
+                staff=True,
+            ),
+        ),
+        ("admin:orders_customer_add", "admin:orders_customer_change"),
+    ),
+    Pattern(
+        "debug-toolbar",
+        "dbops",
+        "Debug toolbar in development",
+        "The SQL panel lists each query of a page with its time and stack (local settings only).",
+        ("config/settings/local.py",),
+        (MAKE_RUN,),
+    ),
+    # accounts -----------------------------------------------------------------------------
+    Pattern(
+        "atomic-transfer",
+        "accounts",
+        "A transfer in one durable transaction",
+        "Both rows locked FOR NO KEY UPDATE in primary-key order (no deadlock whatever the "
+        "direction), balances changed with F(), two ledger entries, SET LOCAL lock_timeout, "
+        "retried on deadlock.",
+        (
+            "accounts/services.py transfer_create, _transfer_write",
+            "accounts/locks.py accounts_lock",
+        ),
+        (Live("make a transfer", url_name="accounts:transfer_create"),),
+        ("accounts:transfer_create",),
+    ),
+    Pattern(
+        "idempotency-keys",
+        "accounts",
+        "Idempotency keys",
+        "A replay returns the first transfer; the same key with other parameters is "
+        "IdempotencyConflict; checked under the row lock, so concurrent callers make one transfer.",
+        (
+            "accounts/services.py _transfer_apply",
+            "accounts/models.py transfer_idempotency_key_per_source",
+        ),
+        (Live("the transfer form (its hidden key)", url_name="accounts:transfer_create"),),
+        ("accounts:transfer_create",),
+    ),
+    Pattern(
+        "savepoint-per-item",
+        "accounts",
+        "A savepoint per item",
+        "Many transfers in one transaction, each in its own savepoint: bad items are reported, "
+        "good ones commit.",
+        ("accounts/services.py transfer_batch",),
+        (Live("send a batch with one bad item", url_name="patterns:batch"),),
+        ("patterns:batch",),
+    ),
+    Pattern(
+        "optimistic-locking",
+        "accounts",
+        "Optimistic locking",
+        "One conditional UPDATE ... WHERE version = %s with version = F('version') + 1; zero rows "
+        "means StaleVersion: a 409 page, or a message in the admin. Nothing is overwritten.",
+        (
+            "core/versioning.py versioned_update",
+            "accounts/services.py account_update",
+            "accounts/views.py account_edit",
+            "core/admin.py OptimisticLockAdminMixin",
+        ),
+        (Live("provoke an edit conflict", url_name="patterns:conflict"),),
+        ("accounts:account_edit", "patterns:conflict", "admin:accounts_account_change"),
+    ),
+    Pattern(
+        "constraints",
+        "accounts",
+        "Database constraints as the last line of defence",
+        "balance >= 0, amount > 0, source != target: the database refuses what code misses.",
+        ("accounts/models.py",),
+        (
+            Live(
+                "try it in psql",
+                command="python manage.py embedded_db psql  "
+                "# UPDATE accounts_account SET balance = -1 WHERE id = 1;",
+            ),
+        ),
+    ),
+    Pattern(
+        "double-submit",
+        "accounts",
+        "A form that cannot be double-submitted",
+        "A hidden one-time key per rendered form: a double click sends the money once.",
+        ("accounts/forms.py TransferForm", "accounts/views.py transfer_create_view"),
+        (Live("the transfer form", url_name="accounts:transfer_create"),),
+        ("accounts:transfer_create",),
+    ),
+    Pattern(
+        "keyset-pagination",
+        "accounts",
+        "Keyset pagination",
+        "?after=<id> and ?before=<id> instead of OFFSET: page 1,000 costs what page 1 costs; "
+        "a malformed cursor is a 400.",
+        (
+            "accounts/selectors.py transfer_list",
+            "core/pagination.py cursor_parse, keyset_page",
+            "core/ids.py id_parse",
+        ),
+        (
+            Live("transfer history", url_name="accounts:transfer_list"),
+            Live("orders", url_name="orders:order_list"),
+        ),
+        ("accounts:transfer_list", "orders:order_list"),
+    ),
+    # orders -------------------------------------------------------------------------------
+    Pattern(
+        "stock-without-lost-updates",
+        "orders",
+        "Stock without lost updates",
+        "Stock taken with a version-checked F() update (WHERE version = v AND stock >= q), "
+        "retried on a lost race, OutOfStock when really short; products updated in id order.",
+        ("orders/services.py _stock_take, order_place",),
+        (Live("place an order", url_name="orders:order_create"),),
+        ("orders:order_create",),
+    ),
+    Pattern(
+        "payment-fallback",
+        "orders",
+        "Payment fallback in savepoints",
+        "Each payment method tried in its own savepoint, falling back to the next; all declined: "
+        "PaymentFailed and nothing of the order remains.",
+        ("orders/services.py _payment_take", "orders/payments.py SimulatedGateway"),
+        (Live("place an order with a declined card", url_name="orders:order_create"),),
+        ("orders:order_create",),
+    ),
+    Pattern(
+        "idempotent-orders",
+        "orders",
+        "Idempotent orders",
+        "Through the unique constraint: a concurrent duplicate waits on the index, then returns "
+        "the first order.",
+        ("orders/services.py order_place",),
+        (Live("the order form (its hidden key)", url_name="orders:order_create"),),
+        ("orders:order_create",),
+    ),
+    Pattern(
+        "customer-services",
+        "orders",
+        "Customers through services",
+        "The normalized email kept in step; a duplicate in another case is DuplicateCustomer, a "
+        "form error in the admin.",
+        (
+            "orders/services.py customer_create, customer_update",
+            "orders/admin.py CustomerAdminForm",
+        ),
+        (Live("customers in the admin", url_name="admin:orders_customer_changelist", staff=True),),
+        ("admin:orders_customer_*",),
+    ),
+    Pattern(
+        "constant-queries",
+        "orders",
+        "Pages in a constant number of queries",
+        "select_related, Prefetch, counts and sums annotated in SQL, keyset pages: the same "
+        "queries for 10 orders or a million.",
+        ("orders/selectors.py order_list, order_get, customer_get",),
+        (
+            Live("naive vs selector, side by side", url_name="patterns:n_plus_one"),
+            Live("orders", url_name="orders:order_list"),
+        ),
+        (
+            "orders:order_list",
+            "orders:order_detail",
+            "orders:customer_detail",
+            "patterns:n_plus_one",
+        ),
+    ),
+    Pattern(
+        "raw-sql-reports",
+        "orders",
+        "Raw SQL reports",
+        "A CTE and a window function, parameterized, typed rows; daily sales with the empty days.",
+        ("orders/selectors.py report_top_customers, report_daily_sales",),
+        (Live("top customers", url_name="orders:report_top_customers", staff=True),),
+        ("orders:report_top_customers",),
+    ),
+    Pattern(
+        "cached-catalog",
+        "orders",
+        "A cache invalidated on commit",
+        "The product catalog cached under a generation key bumped by transaction.on_commit, so a "
+        "slow reader cannot put stale data back.",
+        ("orders/selectors.py product_catalog, catalog_invalidate",),
+        (Live("the product list of a new order", url_name="orders:order_create"),),
+        ("orders:order_create",),
+    ),
+    Pattern(
+        "admin-without-n-plus-one",
+        "orders",
+        "An admin with no per-row query",
+        "list_select_related, autocomplete_fields, read-only inlines joined to their products; "
+        "product edits through optimistic locking.",
+        ("orders/admin.py",),
+        (Live("orders in the admin", url_name="admin:orders_order_changelist", staff=True),),
+        (ADMIN_CHANGELISTS, "admin:orders_order_change", "admin:orders_product_change"),
+    ),
+    Pattern(
+        "strict-loading",
+        "orders",
+        "Strict loading in every test",
+        "django-zeal turns a relation or deferred column loaded per row, or the same .get() in a "
+        "loop, into an error in every test, request and worker thread of the suite; a warning in "
+        "local settings, absent in production. The one N+1 written on purpose (the naive list of "
+        "the N+1 demo) is allowed where it runs, field by field.",
+        (
+            "config/settings/nplusone.py ZEAL_NPLUSONE_THRESHOLD, ZEAL_ALLOWLIST",
+            "tests/conftest.py _strict_loading",
+            "tests/test_nplusone.py",
+            "config/demos.py NAIVE_LIST_N_PLUS_ONE",
+        ),
+        (Live("the whole suite", command="make test"),),
+    ),
+    Pattern(
+        "deferred-columns",
+        "orders",
+        "Large columns left out of lists",
+        "Product.description (a few KB, added with a constant db_default: no rewrite) is "
+        "deferred in every list query (orders, products, admin changelists, order_place) and "
+        "loaded on the product's own page; touching it per row fails the tests as an N+1.",
+        (
+            "orders/selectors.py product_list, _orders_with_details, aproduct_get",
+            "orders/admin.py ProductChangeList",
+            "orders/migrations/0004_product_description.py",
+        ),
+        (Live("products, then one product", url_name="orders:product_list"),),
+        ("orders:product_list", "orders:product_detail", "admin:orders_product_changelist"),
+    ),
+    Pattern(
+        "async-views",
+        "orders",
+        "Async views the Django way",
+        "The catalog and a product's page on the async ORM (async for, acount, afirst), served "
+        "by uvicorn with the pool; the restock write through the sync service with "
+        "sync_to_async(thread_sensitive=True); middleware that runs natively in both modes and "
+        "counts the queries the async ORM runs in worker threads.",
+        (
+            "orders/views.py product_list_view, product_detail, product_restock_view",
+            "orders/selectors.py aproduct_page, aproduct_get",
+            "dbops/instrumentation.py track_queries, instrument",
+            "dbops/middleware.py QueryCountMiddleware",
+        ),
+        (
+            Live("the catalog, an async view", url_name="orders:product_list"),
+            Live("under uvicorn (ASGI)", command="make serve-asgi"),
+        ),
+        ("orders:product_list", "orders:product_detail"),
+    ),
+    # schema changes -----------------------------------------------------------------------
+    Pattern(
+        "index-concurrently",
+        "schema",
+        "Concurrent index build and drop",
+        "AddIndexConcurrently / RemoveIndexConcurrently: lock_timeout, lock timeouts retried with "
+        "backoff, a leftover INVALID index dropped first.",
+        ("dbops/operations.py AddIndexConcurrently, RemoveIndexConcurrently",),
+        (WORKED_EXAMPLE,),
+    ),
+    Pattern(
+        "unique-concurrently",
+        "schema",
+        "A unique constraint without a long lock",
+        "AddUniqueConstraintConcurrently: the unique index built concurrently, then ADD "
+        "CONSTRAINT ... USING INDEX.",
+        ("dbops/operations.py AddUniqueConstraintConcurrently",),
+        (WORKED_EXAMPLE,),
+    ),
+    Pattern(
+        "fk-not-valid",
+        "schema",
+        "Foreign key NOT VALID, validated later",
+        "AddForeignKeyNotValid, then ValidateConstraintWithLockTimeout in its own step.",
+        ("dbops/operations.py AddForeignKeyNotValid, ValidateConstraintWithLockTimeout",),
+        (Live("NOT VALID constraints are listed", url_name="health:status", staff=True),),
+    ),
+    Pattern(
+        "migration-safety",
+        "schema",
+        "Safe migrations by default",
+        "manage.py check and migrate refuse a migration that would block traffic (a plain index or "
+        "constraint on an existing table, a rewriting type change, a volatile default, RunSQL "
+        "without CONCURRENTLY or lock_timeout) unless it uses the safe operations or a "
+        "reviewed_unsafe entry says why.",
+        ("dbops/migration_safety.py check_migration_safety",),
+        (Live("run the check", command="python manage.py check"),),
+    ),
+    Pattern(
+        "not-null-phased",
+        "schema",
+        "SET NOT NULL in phases",
+        "CHECK NOT VALID, VALIDATE, SET NOT NULL, drop the check: no full scan under an ACCESS "
+        "EXCLUSIVE lock.",
+        ("dbops/operations.py SetNotNullPhased",),
+        (WORKED_EXAMPLE,),
+    ),
+    Pattern(
+        "require-no-nulls",
+        "schema",
+        "A contract migration that waits for its backfill",
+        "RequireNoNulls stops before any lock while a backfill is unfinished, naming the command "
+        "to run.",
+        (
+            "dbops/operations.py RequireNoNulls",
+            "orders/migrations/0003_customer_email_normalized_contract.py",
+        ),
+        (WORKED_EXAMPLE,),
+    ),
+    Pattern(
+        "backfill",
+        "schema",
+        "Batched, resumable backfill",
+        "manage.py backfill_column: keyset batches, one transaction per batch with its checkpoint, "
+        "adaptive batch size, retry then split, resumable after a kill.",
+        (
+            "dbops/backfill/engine.py backfill",
+            "dbops/backfill/plan.py plan_build",
+            "dbops/backfill/options.py BackfillOptions",
+            "dbops/models.py BackfillRun",
+        ),
+        (
+            Live(
+                "see the plan",
+                command="python manage.py backfill_column orders.Customer email_normalized "
+                '--expression "lower(btrim(email))" --dry-run',
+            ),
+            Live("runs in the admin", url_name="admin:dbops_backfillrun_changelist", staff=True),
+        ),
+        ("admin:dbops_backfillrun_*",),
+    ),
+    Pattern(
+        "db-doctor",
+        "schema",
+        "A database doctor",
+        "Pending migrations, INVALID indexes, NOT VALID constraints, long and idle-in-transaction "
+        "sessions, blocked locks, pool sizing; exit 1 when something needs action.",
+        ("dbops/doctor.py examine", "dbops/catalog.py"),
+        (Live("run it", command="python manage.py db_doctor"),),
+        ("health:status",),
+    ),
+)
+
+BY_SLUG = {pattern.slug: pattern for pattern in PATTERNS}
+
+
+def patterns_for(view_name: str) -> list[Pattern]:
+    """The patterns a page demonstrates, by its URL name (``orders:order_list``)."""
+    if not view_name:
+        return []
+    return [p for p in PATTERNS if any(fnmatchcase(view_name, page) for page in p.pages)]
+
+
+def patterns_grouped() -> list[tuple[str, list[Pattern]]]:
+    return [(title, [p for p in PATTERNS if p.group == key]) for key, title in GROUPS.items()]

@@ -1,0 +1,122 @@
+"""Admin helpers: edits through a service's optimistic locking (a conflict is a message, never a
+lost edit), and autocomplete widgets that survive any submitted value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.widgets import AutocompleteSelect
+from django.core.exceptions import ValidationError
+from django.http import HttpResponseRedirect
+
+
+class KeyCheckedAutocompleteSelect(AutocompleteSelect):
+    """Django's autocomplete widget, minus a server error.
+
+    When a form is shown again with errors, Django's widget looks the submitted value up in the
+    database to show its label; a value that is not a key at all ("abc", "²", 5,000 digits) made
+    that lookup raise ``ValueError``: a 500 instead of the form's "Select a valid choice" error.
+    Here such values are left out of the lookup; the form still reports them.
+    """
+
+    def optgroups(self, name, value, attr=None):
+        remote = self.field.remote_field
+        target = remote.model._meta.get_field(remote.field_name)
+
+        def is_key(candidate) -> bool:
+            try:
+                target.get_prep_value(target.to_python(candidate))
+            except (ValueError, TypeError, ValidationError):
+                return False
+            return True
+
+        return super().optgroups(name, [v for v in value if is_key(v)], attr)
+
+
+class InputCheckedChangeList(ChangeList):
+    """Django's changelist, with date-hierarchy values out of range ("?created__year=99999...",
+    "?created__year=9999", which has no next year) the same "invalid filter" notice as any other bad
+    filter, rather than the ``OverflowError``/``ValueError`` (a 500) that Django lets through."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class InputCheckedAdminMixin:
+    """ModelAdmin mixin: no submitted value or query parameter makes an admin page a 500 (the
+    autocomplete widget and the changelist's date hierarchy above)."""
+
+    def get_changelist(self, request, **kwargs):
+        return InputCheckedChangeList
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = KeyCheckedAutocompleteSelect(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class OptimisticLockAdminMixin:
+    """Changes go through ``optimistic_update`` with the version the editor loaded (a hidden
+    ``version`` form field). When someone else saved first, nothing is written and the editor is
+    sent back to the form, which shows the current values, with an error message."""
+
+    optimistic_fields: frozenset[str] = frozenset()
+    conflict_errors: tuple[type[Exception], ...] = ()
+
+    def optimistic_update(self, obj, *, expected_version: int, changes: dict[str, Any]):
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        changes = {
+            name: form.cleaned_data[name]
+            for name in form.changed_data
+            if name in self.optimistic_fields
+        }
+        try:
+            updated = self.optimistic_update(
+                obj, expected_version=form.cleaned_data.get("version") or 0, changes=changes
+            )
+        except self.conflict_errors as exc:
+            request._optimistic_conflict = exc
+        else:
+            obj.version = updated.version
+
+    def response_change(self, request, obj):
+        conflict = getattr(request, "_optimistic_conflict", None)
+        if conflict is not None:
+            self.message_user(request, f"Not saved: {conflict}", level=messages.ERROR)
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
+
+    def log_change(self, request, obj, message):
+        if getattr(request, "_optimistic_conflict", None) is None:
+            super().log_change(request, obj, message)
+
+
+class _ThrottleRecordsReadOnly(InputCheckedAdminMixin):
+    """django-axes' records are evidence: staff may look at them and delete them (which unlocks
+    a login), never edit them; a "save" of their read-only form only wrote an admin log entry."""
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+for _model in (AccessAttempt, AccessLog, AccessFailureLog):
+    if admin.site.is_registered(_model):
+        _registered = type(admin.site.get_model_admin(_model))
+        admin.site.unregister(_model)
+        admin.site.register(
+            _model, type(_registered.__name__, (_ThrottleRecordsReadOnly, _registered), {})
+        )

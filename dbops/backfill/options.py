@@ -1,0 +1,48 @@
+"""What a backfill is asked to do: one typed object, the only place its defaults live.
+
+``manage.py backfill_column`` parses its flags into ``BackfillOptions``; the library never sees a
+flag name, and tests and benchmarks build the same object directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Value:
+    """Write one literal, converted and validated by the field."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class FromField:
+    """Copy another column of the same row."""
+
+    field_name: str
+
+
+@dataclass(frozen=True)
+class Expression:
+    """Write an SQL expression over the row (the operator's own SQL, one expression)."""
+
+    sql: str
+
+
+Source = Value | FromField | Expression
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    model_label: str  # app_label.Model
+    field_name: str
+    source: Source
+    where: str | None = None  # SQL; None means "<field> IS NULL"
+    database: str = "default"
+    batch_size: int = 1000  # rows in the first batch; then adapts toward target_batch_ms
+    target_batch_ms: float = 200
+    sleep: float = 0.0  # seconds between batches
+    lock_timeout_ms: int = 2000
+    statement_timeout_ms: int = 30_000
+    restart: bool = False  # abandon an unfinished run of the same target and start over

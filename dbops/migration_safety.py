@@ -1,0 +1,580 @@
+"""Safe by default: a system check that refuses migrations which would block traffic on PostgreSQL.
+
+``manage.py check`` and ``migrate`` (which runs the checks for its database before it applies
+anything) walk every migration of the project's own apps in the migration graph, keeping the
+project state as they go, and report each operation that would hold a lock blocking reads or
+writes for longer than a moment on a table that already exists. Operations on a table created by
+``CreateModel`` earlier in the same migration are fine: the table is new and empty.
+
+Rules (the id is stable; the message names the migration, the operation and what to use):
+
+- dbops.E101: ``AddIndex``, or a field gaining ``db_index`` (a ``ForeignKey`` has it by default).
+  CREATE INDEX holds a SHARE lock: writes wait for the whole build. Use ``AddIndexConcurrently``.
+- dbops.E102: ``AddConstraint`` (unique, check, exclusion), or a field gaining ``unique``: built
+  or checked under ACCESS EXCLUSIVE. Use ``AddUniqueConstraintConcurrently``; for a check,
+  ``AddConstraintNotValid`` then ``ValidateConstraintWithLockTimeout``.
+- dbops.E103: a ``ForeignKey`` with ``db_constraint`` added to an existing table (``AddField``,
+  or ``AlterField`` turning the constraint on): validated by a scan under SHARE ROW EXCLUSIVE on
+  both tables. Use ``db_constraint=False``, ``AddForeignKeyNotValid``, then
+  ``ValidateConstraintWithLockTimeout``.
+- dbops.E104: ``AlterField`` changing the column type (the table and its indexes are rewritten
+  under ACCESS EXCLUSIVE) or its collation (its indexes are rebuilt). Expand and contract with
+  ``backfill_column`` instead. Not flagged, because PostgreSQL changes only the catalog
+  (binary-coercible, or a wider type modifier; the tests show the table keeps its file):
+  ``varchar(n)`` to ``varchar(m >= n)``, ``varchar`` or ``text``; ``text`` to ``varchar``;
+  ``numeric(p, s)`` to ``numeric(q >= p, s)`` or ``numeric``.
+- dbops.E105: ``AddField`` that rewrites the table: a volatile ``db_default`` (``random()``,
+  ``gen_random_uuid()``, ``clock_timestamp()``...), a stored generated column, an identity
+  column. A constant or stable default (``Now()`` is ``statement_timestamp()``, stable) is stored
+  once in the catalog: no rewrite. Django's ``default=`` is evaluated once in Python and sent as
+  a constant, so it never rewrites either.
+- dbops.E106: ``AddField`` NOT NULL with neither ``default`` nor ``db_default``. It blocks
+  nothing, but fails on any table with rows: it passes on the empty test database and breaks the
+  deploy. Add it nullable, ``backfill_column``, then ``SetNotNullPhased``.
+- dbops.E107: ``AlterField`` dropping ``null=True``: SET NOT NULL scans the table under ACCESS
+  EXCLUSIVE. Use ``SetNotNullPhased``.
+- dbops.E108: ``RunSQL`` with ``CREATE INDEX`` without ``CONCURRENTLY``.
+- dbops.E109: ``RunSQL`` with ``ALTER TABLE`` and no ``lock_timeout`` set before it in the same
+  SQL (``SET [LOCAL] lock_timeout`` or ``set_config('lock_timeout', ...)``): waiting for its lock,
+  it queues every query on the table behind it.
+- dbops.E100: a malformed ``reviewed_unsafe`` entry (no reason, or a key that is not
+  ``(operation index, "dbops.E1xx")``); dbops.W101: an entry that matches no finding.
+
+A person who has looked at a finding and knows it is safe (a table that stays small, a window
+with the traffic stopped) says so in the migration, per operation and per rule, with the reason::
+
+    class Migration(migrations.Migration):
+        reviewed_unsafe = {
+            (2, "dbops.E101"): "countries: 250 rows, read-only; the build takes milliseconds",
+        }
+
+The key is the index of the operation in ``operations`` and the rule id; the reason is required.
+Only the database side is checked (``database_operations`` of ``SeparateDatabaseAndState``; the
+forward ``sql`` of ``RunSQL``); ``RunPython`` cannot be inspected.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+
+from django.apps import apps
+from django.conf import ENVIRONMENT_VARIABLE, settings
+from django.contrib.postgres.operations import AddConstraintNotValid
+from django.contrib.postgres.operations import AddIndexConcurrently as DjangoAddIndexConcurrently
+from django.core import checks
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import truncate_name
+from django.db.migrations import operations
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.operations.base import Operation
+from django.db.migrations.state import ProjectState
+from django.db.models.sql import Query
+
+INDEX = "dbops.E101"
+CONSTRAINT = "dbops.E102"
+FOREIGN_KEY = "dbops.E103"
+TYPE_CHANGE = "dbops.E104"
+TABLE_REWRITE = "dbops.E105"
+NOT_NULL_WITHOUT_DEFAULT = "dbops.E106"
+SET_NOT_NULL = "dbops.E107"
+SQL_INDEX = "dbops.E108"
+SQL_LOCK_TIMEOUT = "dbops.E109"
+RULES = (
+    INDEX,
+    CONSTRAINT,
+    FOREIGN_KEY,
+    TYPE_CHANGE,
+    TABLE_REWRITE,
+    NOT_NULL_WITHOUT_DEFAULT,
+    SET_NOT_NULL,
+    SQL_INDEX,
+    SQL_LOCK_TIMEOUT,
+)
+BAD_REVIEW = "dbops.E100"
+STALE_REVIEW = "dbops.W101"
+REVIEW_ATTRIBUTE = "reviewed_unsafe"
+
+OPS = "dbops.operations"
+ATOMIC_FALSE = "in a migration with atomic = False"
+EXPAND_CONTRACT = (
+    "add a new nullable column, fill it with `manage.py backfill_column`, move reads and writes "
+    "to it, then drop the old one"
+)
+
+# Volatile in PostgreSQL (pg_proc.provolatile = 'v'): a column default calling one is computed
+# per row, so ADD COLUMN rewrites the table. Stable and immutable defaults are computed once.
+VOLATILE_FUNCTIONS = frozenset(
+    {
+        "clock_timestamp",
+        "gen_random_uuid",
+        "nextval",
+        "random",
+        "random_normal",
+        "timeofday",
+        "uuid_generate_v1",
+        "uuid_generate_v1mc",
+        "uuid_generate_v4",
+        "uuidv4",
+        "uuidv7",
+    }
+)
+AUTO_FIELDS = frozenset({"AutoField", "BigAutoField", "SmallAutoField"})
+
+_FUNCTION_CALL = re.compile(r"\b([a-z_][a-z0-9_]*)\s*\(", re.IGNORECASE)
+_VARCHAR = re.compile(r"^(?:varchar|charactervarying)(?:\((\d+)\))?$")
+_NUMERIC = re.compile(r"^numeric(?:\((\d+),(\d+)\))?$")
+_SQL_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+_NAME = r"(?P<table>[^\s(;]+)"
+_CREATE_TABLE = re.compile(
+    r"\bCREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?(?:(?:TEMP|TEMPORARY|UNLOGGED)\s+)?TABLE\s+"
+    r"(?:IF\s+NOT\s+EXISTS\s+)?" + _NAME,
+    re.IGNORECASE,
+)
+_CREATE_INDEX = re.compile(
+    r"\bCREATE\s+(?:UNIQUE\s+)?INDEX\s+(?!CONCURRENTLY\b)(?:IF\s+NOT\s+EXISTS\s+)?(?:\S+\s+)?"
+    r"ON\s+(?:ONLY\s+)?" + _NAME,
+    re.IGNORECASE,
+)
+_ALTER_TABLE = re.compile(
+    r"\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?" + _NAME, re.IGNORECASE
+)
+_SETS_LOCK_TIMEOUT = re.compile(
+    r"\bSET\s+(?:LOCAL\s+|SESSION\s+)?lock_timeout\b|\bset_config\s*\(\s*'lock_timeout'",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """What one rule found in one operation, and what to use instead."""
+
+    id: str
+    problem: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    index: int
+    operation: Operation
+    issue: Issue
+
+    def error(self, migration) -> checks.Error:
+        op = self.operation
+        return checks.Error(
+            f"{migration.app_label}.{migration.name}, operation {self.index} "
+            f"({type(op).__name__}: {op.describe()}): {self.issue.problem}. "
+            f"Instead: {self.issue.fix}.",
+            hint=(
+                "If it is safe here (say why), mark it reviewed in the migration: "
+                f'{REVIEW_ATTRIBUTE} = {{({self.index}, "{self.issue.id}"): "<why it is safe>"}}'
+            ),
+            id=self.issue.id,
+        )
+
+
+@dataclass
+class Context:
+    """The project state before the operation, and the tables this migration has created."""
+
+    app_label: str
+    state: ProjectState
+    connection: BaseDatabaseWrapper
+    new_models: set[str] = field(default_factory=set)
+    new_tables: set[str] = field(default_factory=set)
+
+    def existing_table(self, model_name: str) -> bool:
+        """True for a table that existed before this migration, with rows and traffic."""
+        model = self.state.models.get((self.app_label, model_name.lower()))
+        if model is None or model_name.lower() in self.new_models:
+            return False
+        return model.options.get("managed", True) and not model.options.get("proxy", False)
+
+    def note_created(self, operation: Operation) -> None:
+        if isinstance(operation, operations.CreateModel):
+            self.new_models.add(operation.name_lower)
+            default = f"{self.app_label}_{operation.name_lower}"
+            table = operation.options.get("db_table") or truncate_name(
+                default, self.connection.ops.max_name_length()
+            )
+            self.new_tables.add(_table_key(table))
+        elif isinstance(operation, operations.RunSQL):
+            sql = _forward_sql(operation)
+            self.new_tables.update(_table_key(m["table"]) for m in _CREATE_TABLE.finditer(sql))
+
+
+# Rules on model operations ---------------------------------------------------------------------
+
+
+def _add_index_issues(operation, ctx: Context) -> Iterator[Issue]:
+    yield Issue(
+        INDEX,
+        f"builds index {operation.index.name} under a SHARE lock: writes to the table wait for "
+        "the whole build",
+        f"{OPS}.AddIndexConcurrently {ATOMIC_FALSE}",
+    )
+
+
+def _add_constraint_issues(operation, ctx: Context) -> Iterator[Issue]:
+    constraint = operation.constraint
+    name = constraint.name
+    if isinstance(constraint, models.UniqueConstraint):
+        plain = constraint.fields and not (
+            constraint.condition or constraint.expressions or constraint.include
+        )
+        if plain:  # ALTER TABLE ... ADD CONSTRAINT ... UNIQUE
+            fix = f"{OPS}.AddUniqueConstraintConcurrently {ATOMIC_FALSE}"
+            problem = f"builds the index of {name} under ACCESS EXCLUSIVE (no reads, no writes)"
+        else:  # CREATE UNIQUE INDEX
+            fix = (
+                "CREATE UNIQUE INDEX CONCURRENTLY in a RunSQL inside SeparateDatabaseAndState, "
+                + ATOMIC_FALSE
+            )
+            problem = f"builds {name} under a SHARE lock: writes wait for the whole build"
+    elif isinstance(constraint, models.CheckConstraint):
+        fix = (
+            "django.contrib.postgres.operations.AddConstraintNotValid, then "
+            f"{OPS}.ValidateConstraintWithLockTimeout in a later migration {ATOMIC_FALSE}"
+        )
+        problem = (
+            f"checks every row for {name} under an ACCESS EXCLUSIVE lock (no reads, no writes)"
+        )
+    else:
+        fix = "there is no form that does not block: run it while the table is small, and review it"
+        problem = f"builds and checks {name} under an ACCESS EXCLUSIVE lock (no reads, no writes)"
+    yield Issue(CONSTRAINT, problem, fix)
+
+
+def _field_issues(name: str, old, new) -> Iterator[Issue]:
+    """Index, unique and foreign key that ``new`` has and ``old`` (None: a new column) had not."""
+    if new.unique and not new.primary_key and not (old and old.unique):
+        yield Issue(
+            CONSTRAINT,
+            f"makes {name} unique: its index is built under ACCESS EXCLUSIVE (no reads, no writes)",
+            f"the field without unique=True, then {OPS}.AddUniqueConstraintConcurrently "
+            + ATOMIC_FALSE,
+        )
+    elif new.db_index and not (old and (old.db_index or old.unique)):
+        yield Issue(
+            INDEX,
+            f"indexes {name} under a SHARE lock: writes wait for the whole build",
+            f"db_index=False on the field, then {OPS}.AddIndexConcurrently {ATOMIC_FALSE}",
+        )
+    if _has_foreign_key(new) and not (old and _has_foreign_key(old)):
+        yield Issue(
+            FOREIGN_KEY,
+            f"adds the foreign key of {name}, validated by a scan under SHARE ROW EXCLUSIVE locks "
+            "on both tables: writes to both wait",
+            f"db_constraint=False on the field, then {OPS}.AddForeignKeyNotValid and, in a later "
+            f"migration, {OPS}.ValidateConstraintWithLockTimeout (both {ATOMIC_FALSE})",
+        )
+
+
+def _has_foreign_key(field_) -> bool:
+    return isinstance(field_, models.ForeignKey) and field_.db_constraint
+
+
+def _add_field_issues(operation, ctx: Context) -> Iterator[Issue]:
+    new = operation.field
+    if new.many_to_many:
+        return  # a new join table: nothing existing is locked
+    yield from _field_issues(operation.name, None, new)
+    rewrite = _rewrite_reason(new, ctx.connection)
+    if rewrite:
+        yield Issue(
+            TABLE_REWRITE,
+            f"adds {operation.name} with {rewrite}: PostgreSQL rewrites the whole table under "
+            "ACCESS EXCLUSIVE (no reads, no writes)",
+            "add a plain nullable column; give new rows their value in a later step (an "
+            "AlterField setting db_default changes only the catalog); fill the old rows with "
+            "`manage.py backfill_column`",
+        )
+    elif not new.null and not new.has_default() and not new.has_db_default():
+        yield Issue(
+            NOT_NULL_WITHOUT_DEFAULT,
+            f"adds {operation.name} NOT NULL with no default: it fails on a table that has rows",
+            f"add it null=True, fill it with `manage.py backfill_column`, then "
+            f"{OPS}.SetNotNullPhased; or give it a default",
+        )
+
+
+def _rewrite_reason(new, connection) -> str | None:
+    if isinstance(new, models.GeneratedField):
+        return "a stored generated value"
+    if new.get_internal_type() in AUTO_FIELDS:
+        return "an identity value for every row"
+    sql = _db_default_sql(new, connection)
+    called = {name.lower() for name in _FUNCTION_CALL.findall(sql or "")}
+    if called & VOLATILE_FUNCTIONS:
+        return f"the volatile db_default {sql}"
+    return None
+
+
+def _db_default_sql(new, connection) -> str | None:
+    """The SQL of an expression ``db_default``; None for none or a constant."""
+    if not new.has_db_default() or not hasattr(new.db_default, "resolve_expression"):
+        return None
+    if isinstance(new.db_default, models.Value):
+        return None
+    compiler = Query(None).get_compiler(connection=connection)
+    sql, _params = compiler.compile(new.db_default)
+    return sql
+
+
+def _alter_field_issues(operation, ctx: Context) -> Iterator[Issue]:
+    model = ctx.state.models[ctx.app_label, operation.model_name_lower]
+    old, new = model.fields.get(operation.name), operation.field
+    if old is None:
+        return
+    yield from _field_issues(operation.name, old, new)
+    change = _type_change(operation.name, old, new, ctx.connection)
+    if change:
+        yield Issue(TYPE_CHANGE, change, EXPAND_CONTRACT)
+    if old.null and not new.null:
+        yield Issue(
+            SET_NOT_NULL,
+            f"sets {operation.name} NOT NULL, which scans the table under ACCESS EXCLUSIVE",
+            f"{OPS}.SetNotNullPhased {ATOMIC_FALSE} (after `manage.py backfill_column`)",
+        )
+
+
+def _type_change(name: str, old, new, connection) -> str | None:
+    """What changing the column's type or collation costs; None when only the catalog changes."""
+    if old.is_relation or new.is_relation:
+        return None  # follows its target's primary key, whose own AlterField is checked
+    old_type, new_type = old.db_type(connection), new.db_type(connection)
+    if old_type is None or new_type is None:
+        return None
+    old_collation = getattr(old, "db_collation", None) or "default"
+    new_collation = getattr(new, "db_collation", None) or "default"
+    if not catalog_only_type_change(old_type, new_type):
+        return (
+            f"changes {name} from {old_type} to {new_type}: PostgreSQL rewrites the table and "
+            "its indexes under ACCESS EXCLUSIVE (no reads, no writes)"
+        )
+    if old_collation != new_collation:
+        return (
+            f"changes the collation of {name} from {old_collation} to {new_collation}: its "
+            "indexes are rebuilt under ACCESS EXCLUSIVE (no reads, no writes)"
+        )
+    return None
+
+
+def catalog_only_type_change(old_type: str, new_type: str) -> bool:
+    """True when PostgreSQL changes only the catalog: same type, or a widening it need not check."""
+    old, new = (re.sub(r"\s+", "", t.lower()) for t in (old_type, new_type))
+    if old == new or (old == "text" and new in ("varchar", "charactervarying")):
+        return True
+    if old_varchar := _VARCHAR.match(old):
+        new_varchar = _VARCHAR.match(new)
+        if new == "text" or (new_varchar and new_varchar[1] is None):
+            return True
+        return bool(old_varchar[1] and new_varchar and int(new_varchar[1]) >= int(old_varchar[1]))
+    old_numeric, new_numeric = _NUMERIC.match(old), _NUMERIC.match(new)
+    if old_numeric and new_numeric and old_numeric[1]:
+        if new_numeric[1] is None:
+            return True
+        return int(new_numeric[1]) >= int(old_numeric[1]) and new_numeric[2] == old_numeric[2]
+    return False
+
+
+# Rules on raw SQL ------------------------------------------------------------------------------
+
+
+def _forward_sql(operation: operations.RunSQL) -> str:
+    """The forward SQL of a RunSQL as one text without comments."""
+    sql = operation.sql
+    parts = [sql] if isinstance(sql, str) else [s if isinstance(s, str) else s[0] for s in sql]
+    return _SQL_COMMENT.sub(" ", ";\n".join(parts))
+
+
+def _table_key(name: str) -> str:
+    return name.split(".")[-1].strip('"').lower()
+
+
+def _statement(sql: str, start: int) -> str:
+    return " ".join(sql[start:].split(";")[0].split())[:80]
+
+
+def _run_sql_issues(operation: operations.RunSQL, ctx: Context) -> Iterator[Issue]:
+    sql = _forward_sql(operation)
+    new_tables = ctx.new_tables | {_table_key(m["table"]) for m in _CREATE_TABLE.finditer(sql)}
+    for match in _CREATE_INDEX.finditer(sql):
+        if _table_key(match["table"]) not in new_tables:
+            yield Issue(
+                SQL_INDEX,
+                f"runs `{_statement(sql, match.start())}` without CONCURRENTLY: writes to "
+                f"{match['table']} wait for the whole build",
+                f"CREATE INDEX CONCURRENTLY {ATOMIC_FALSE}, or {OPS}.AddIndexConcurrently",
+            )
+            break
+    for match in _ALTER_TABLE.finditer(sql):
+        if _table_key(match["table"]) in new_tables:
+            continue
+        if not _SETS_LOCK_TIMEOUT.search(sql, 0, match.start()):
+            yield Issue(
+                SQL_LOCK_TIMEOUT,
+                f"runs `{_statement(sql, match.start())}` with no lock_timeout set before it: "
+                f"while it waits for its lock, every query on {match['table']} queues behind it",
+                "begin the SQL with SET LOCAL lock_timeout = '3s' (SET lock_timeout when the "
+                f"migration has atomic = False), or use the {OPS} operations, which set it",
+            )
+        break
+
+
+# The walk --------------------------------------------------------------------------------------
+
+MODEL_RULES = (
+    (operations.AddIndex, _add_index_issues),
+    (operations.AddConstraint, _add_constraint_issues),
+    (operations.AddField, _add_field_issues),
+    (operations.AlterField, _alter_field_issues),
+)
+# Subclasses of the operations above that are the safe forms.
+SAFE_FORMS = (DjangoAddIndexConcurrently, AddConstraintNotValid)
+
+
+def _issues(operation: Operation, ctx: Context) -> Iterator[tuple[Operation, Issue]]:
+    if isinstance(operation, operations.SeparateDatabaseAndState):
+        for inner in operation.database_operations:
+            yield from _issues(inner, ctx)
+        return
+    if isinstance(operation, operations.RunSQL):
+        for issue in _run_sql_issues(operation, ctx):
+            yield operation, issue
+        return
+    if isinstance(operation, SAFE_FORMS):
+        return
+    for kind, rule in MODEL_RULES:
+        if isinstance(operation, kind) and ctx.existing_table(operation.model_name):
+            for issue in rule(operation, ctx):
+                yield operation, issue
+
+
+def migration_findings(migration, state: ProjectState, connection) -> list[Finding]:
+    """What in ``migration`` would block traffic; moves ``state`` past the migration."""
+    ctx = Context(migration.app_label, state, connection)
+    findings = []
+    for index, operation in enumerate(migration.operations):
+        findings += [Finding(index, op, issue) for op, issue in _issues(operation, ctx)]
+        ctx.note_created(operation)
+        operation.state_forwards(migration.app_label, state)
+    return findings
+
+
+def _reviews(migration) -> tuple[dict[tuple[int, str], str], list[checks.CheckMessage]]:
+    """The well-formed ``reviewed_unsafe`` entries, and an error for each malformed one."""
+    label = f"{migration.app_label}.{migration.name}"
+    entries = getattr(migration, REVIEW_ATTRIBUTE, None) or {}
+    if not isinstance(entries, dict):
+        return {}, [_bad_review(f"{label}: {REVIEW_ATTRIBUTE} is a {type(entries).__name__}")]
+    reviews, errors = {}, []
+    for key, reason in entries.items():
+        key_ok = isinstance(key, tuple) and len(key) == 2 and type(key[0]) is int
+        if key_ok and key[1] in RULES and isinstance(reason, str) and reason.strip():
+            reviews[key] = reason
+        else:
+            errors.append(_bad_review(f"{label}: {REVIEW_ATTRIBUTE} entry {key!r}: {reason!r}"))
+    return reviews, errors
+
+
+def _bad_review(what: str) -> checks.Error:
+    return checks.Error(
+        f'{what} is not of the form {{(operation index, "dbops.E1xx"): "why it is safe"}}.',
+        hint=f"The key names one finding ({', '.join(RULES)}); the reason is required.",
+        id=BAD_REVIEW,
+    )
+
+
+def reviewed_findings(
+    migration, state: ProjectState, connection
+) -> tuple[list[Finding], list[checks.CheckMessage]]:
+    """The findings no review silences, and messages about reviews that are wrong or stale."""
+    reviews, messages = _reviews(migration)
+    findings, used = [], set()
+    for finding in migration_findings(migration, state, connection):
+        key = (finding.index, finding.issue.id)
+        if key in reviews:
+            used.add(key)
+        else:
+            findings.append(finding)
+    for key in reviews.keys() - used:
+        messages.append(
+            checks.Warning(
+                f"{migration.app_label}.{migration.name}: {REVIEW_ATTRIBUTE} entry {key!r} "
+                "matches no finding; remove it, or fix its operation index.",
+                id=STALE_REVIEW,
+            )
+        )
+    return findings, messages
+
+
+def migration_messages(migration, state: ProjectState, connection) -> list[checks.CheckMessage]:
+    """Check messages for one migration: unreviewed findings, bad and stale reviews."""
+    findings, messages = reviewed_findings(migration, state, connection)
+    return [finding.error(migration) for finding in findings] + messages
+
+
+@cache
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def _project_package() -> str:
+    """The top-level package of the settings (override_settings hides SETTINGS_MODULE)."""
+    module = (
+        getattr(settings, "SETTINGS_MODULE", None)
+        or os.environ.get(ENVIRONMENT_VARIABLE)
+        or getattr(settings, "ROOT_URLCONF", None)
+        or ""
+    )
+    return module.partition(".")[0]
+
+
+def own_app_labels(app_configs: Iterable | None = None) -> set[str]:
+    """Apps of this project: shipped with the settings package, or by no installed distribution.
+
+    Django's contrib apps and third-party apps come from other distributions: their migrations
+    are theirs to answer for.
+    """
+    distributions = _distributions()
+    project = set(distributions.get(_project_package(), ()))
+    labels = set()
+    for app_config in app_configs if app_configs is not None else apps.get_app_configs():
+        shipped_by = set(distributions.get(app_config.name.partition(".")[0], ()))
+        if not shipped_by or shipped_by & project:
+            labels.add(app_config.label)
+    return labels
+
+
+def _graph_plan(graph) -> list[tuple[str, str]]:
+    """Every migration node in an order that applies each after its dependencies."""
+    plan = {}
+    for leaf in sorted(graph.leaf_nodes()):
+        plan.update(dict.fromkeys(graph.forwards_plan(leaf)))
+    return list(plan)
+
+
+def check_migration_safety(app_configs=None, databases=None, **kwargs):
+    """The system check (tag "migrations"): findings in the project's own migrations."""
+    postgres = [a for a in databases or [DEFAULT_DB_ALIAS] if connections[a].vendor == "postgresql"]
+    if not postgres:
+        return []
+    connection = connections[postgres[0]]
+    labels = own_app_labels(app_configs)
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    state = ProjectState(real_apps=loader.unmigrated_apps)
+    messages = []
+    for key in _graph_plan(loader.graph):
+        migration = loader.graph.nodes[key]
+        if key[0] in labels:
+            messages += migration_messages(migration, state, connection)
+        else:
+            migration.mutate_state(state, preserve=False)
+    return messages

@@ -1,0 +1,76 @@
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.core.management import call_command
+
+from devdb import embedded
+from tests.helpers import ROOT
+
+
+@pytest.fixture
+def server_dir():
+    """A directory the server's system user can reach. Not pytest's tmp_path: its root is kept
+    at mode 0700, and another pytest run on the machine resets it mid-test."""
+    path = Path(tempfile.mkdtemp(prefix="pgtest-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_start_from_many_callers_at_once_gives_one_server(server_dir):
+    pgdata = server_dir / "data"
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            servers = list(pool.map(lambda _: embedded.start(pgdata, database="app"), range(4)))
+        assert len({s.pid for s in servers}) == 1
+        with psycopg.connect(servers[0].url("app")) as conn:
+            assert conn.execute("SELECT current_database()").fetchone()[0] == "app"
+        assert embedded.start(pgdata).pid == servers[0].pid
+    finally:
+        assert embedded.stop(pgdata)
+    assert embedded.status(pgdata) is None
+    assert embedded.stop(pgdata) is False
+
+
+def test_embedded_db_status_does_not_start_the_server(server_dir, settings):
+    settings.BASE_DIR = server_dir  # a checkout whose server was never started
+    out = io.StringIO()
+    call_command("embedded_db", "status", stdout=out)
+    assert out.getvalue().strip() == f"stopped ({server_dir / '.pgdata'})"
+    assert not (server_dir / ".pgdata").exists()  # nothing initialised, nothing started
+    assert embedded.status(server_dir / ".pgdata") is None
+
+
+def test_embedded_db_help_names_every_action():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "embedded_db", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    for action in ("status:", "start:", "stop:", "psql:"):
+        assert action in result.stdout
+
+
+def test_start_from_several_processes_at_once_gives_one_server(server_dir):
+    pgdata = server_dir / "data"
+    code = f"from pathlib import Path; from devdb import embedded; print(embedded.start(Path({str(pgdata)!r})).pid)"
+    try:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(3)
+        ]
+        pids = {p.communicate(timeout=120)[0].strip() for p in processes}
+        assert len(pids) == 1 and pids != {""}
+    finally:
+        embedded.stop(pgdata)
