@@ -47,3 +47,36 @@ def test_the_customer_profile_comes_with_the_user_in_one_query(client, django_as
     # The session, then the user with its profile joined; the navigation asks for nothing more.
     with django_assert_num_queries(2):
         assert b">New order</a>" in client.get("/").content
+
+
+def test_no_template_carries_inline_style_or_script_the_policy_would_block():
+    # CONTENT_SECURITY_POLICY allows styles and scripts from 'self' only: an inline one is
+    # silently dropped by the browser (the error pages once lost their layout that way).
+    import re
+    from pathlib import Path
+
+    from django.conf import settings
+
+    inline = re.compile(r'\sstyle="|<style|<script>|\son[a-z]+="')
+    offenders = [
+        str(path)
+        for folder in settings.TEMPLATES[0]["DIRS"]
+        for path in Path(folder).rglob("*.html")
+        if inline.search(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_error_pages_use_the_site_stylesheet(rf):
+    from django.db import OperationalError
+
+    from config.views import server_error
+    from dbops.middleware import database_unavailable_response
+
+    request = rf.get("/")
+    pages = [
+        server_error(request),
+        database_unavailable_response(request, OperationalError("gone")).render(),
+    ]
+    for page in pages:
+        assert b"/static/css/site.css" in page.content

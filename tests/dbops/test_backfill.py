@@ -146,7 +146,8 @@ def test_bad_input_is_a_command_error_before_anything_is_written(products, args,
     assert Product.objects.count() == 200
 
 
-def test_resume_after_sigkill_fills_every_row_exactly_once(products):
+def slow_run_under_way() -> subprocess.Popen:
+    """``backfill_column`` in a process of its own, returned once 20 rows are committed."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -170,6 +171,11 @@ def test_resume_after_sigkill_fills_every_row_exactly_once(products):
         assert process.poll() is None, process.stderr.read().decode()
         assert time.monotonic() < deadline, "the subprocess made no progress"
         time.sleep(0.02)
+    return process
+
+
+def test_resume_after_sigkill_fills_every_row_exactly_once(products):
+    process = slow_run_under_way()
     os.kill(process.pid, signal.SIGKILL)
     process.wait(10)
 
@@ -189,6 +195,21 @@ def test_resume_after_sigkill_fills_every_row_exactly_once(products):
     counts = updates_per_row()
     assert len(counts) == 200 and set(counts.values()) == {1}, "a row was updated twice"
     assert "Done" in output
+
+
+def test_ctrl_c_says_how_to_resume_without_a_traceback_and_resume_finishes(products):
+    process = slow_run_under_way()
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=10)[1].decode()
+    assert process.returncode == 130
+    assert "Interrupted" in stderr and "run the same command again" in stderr
+    assert "Traceback" not in stderr
+
+    interrupted = BackfillRun.objects.get()
+    assert names_left() == 200 - interrupted.rows_done  # the checkpoint names exactly the rows done
+    run(*FILL)
+    assert names_left() == 0
+    assert set(updates_per_row().values()) == {1}, "a row was updated twice"
 
 
 def test_statement_timeout_retries_then_splits_the_batch(products):

@@ -137,6 +137,14 @@ class Command(BaseCommand):
             run = backfill(plan, progress=self.progress)
         except BackfillError as exc:
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            # Ctrl-C: each finished batch committed with its checkpoint; the one under way
+            # rolled back with its transaction. A message, not a traceback.
+            raise CommandError(
+                "Interrupted. Every finished batch is committed with its checkpoint and the one "
+                "under way was rolled back: run the same command again to resume.",
+                returncode=130,
+            ) from None
         if self.tty:
             self.stdout.write("")
         if self.verbosity:
