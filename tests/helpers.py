@@ -101,6 +101,16 @@ def uvicorn(**env_overrides: str) -> Iterator[str]:
 
 
 @contextmanager
+def runserver(settings: str = "config.settings.local") -> Iterator[str]:
+    """``manage.py runserver`` on a free port against the test database; yields the base URL."""
+    port = free_port()
+    command = ["django", "runserver", "--noreload", "--skip-checks", f"127.0.0.1:{port}"]
+    overrides = {"DJANGO_SETTINGS_MODULE": settings, "EMBEDDED_PG_AUTOSTART": "false"}
+    with _server(command, port, overrides) as base:
+        yield base
+
+
+@contextmanager
 def _server(command: list[str], port: int, env_overrides: dict[str, str]) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", *command],

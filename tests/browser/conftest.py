@@ -13,12 +13,9 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -274,46 +271,6 @@ def pytest_runtest_makereport(item, call):
             else:
                 report.sections.append(("screenshot", f"{name}: {path}"))
                 sys.stderr.write(f"\nscreenshot of the failed page: {path}\n")
-
-
-@contextmanager
-def runserver(settings: str = "config.settings.local") -> Iterator[str]:
-    """``manage.py runserver`` on a free port against the test database; yields its base URL."""
-    from tests.helpers import ROOT, free_port, http_get, subprocess_env
-
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "runserver",
-            "--noreload",
-            "--skip-checks",
-            f"127.0.0.1:{port}",
-        ],
-        cwd=ROOT,
-        env=subprocess_env(DJANGO_SETTINGS_MODULE=settings, EMBEDDED_PG_AUTOSTART="false"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"runserver exited: {process.stderr.read().decode()}")
-            try:
-                if http_get(base + "/health/live", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("runserver did not start in 30 s")
-            time.sleep(0.05)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from django.conf import settings
 from django.test import Client
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import Browser, runserver
+from tests.browser.conftest import Browser
+from tests.helpers import runserver
 
 
 @pytest.fixture
