@@ -217,3 +217,60 @@ def run_command(*args, **options) -> None:
     would be: a test that runs a command twice is not a loop inside the command."""
     with zeal_context():
         call_command(*args, **options)
+
+
+def backends_wait_for_locks(pids: list[int], *, deadline_s: float = 10) -> bool:
+    """True once every backend in ``pids`` is waiting for a lock (asked of PostgreSQL itself),
+    False if that has not happened within ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    with raw_connection() as observer:
+        while time.monotonic() < deadline:
+            waiting = observer.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE pid = ANY(%s) AND wait_event_type = 'Lock'",
+                [pids],
+            ).fetchone()[0]
+            if waiting == len(pids):
+                return True
+            time.sleep(0.005)
+    return False
+
+
+def queued_behind_a_lock(lock_sql: str, params: list, calls: list) -> list:
+    """Run each of ``calls`` in a thread of its own while another connection holds the lock that
+    ``lock_sql`` takes; let go only once every call is waiting for a lock, so all of them have
+    done whatever they do before their first wait. Returns what each call returned or raised,
+    in order. Raises AssertionError when the calls never all waited (then nothing was tested)."""
+    import threading
+
+    holder = raw_connection(autocommit=False)
+    holder.execute(lock_sql, params)
+    pids: list[int] = []
+    connected = threading.Barrier(len(calls) + 1)
+    queued: list[bool] = []
+
+    def release() -> None:
+        try:
+            connected.wait(10)
+            queued.append(backends_wait_for_locks(pids))
+        finally:
+            holder.rollback()
+
+    def run(i):
+        connection.ensure_connection()
+        pids.append(connection.connection.info.backend_pid)
+        connected.wait(10)
+        try:
+            return calls[i]()
+        except Exception as exc:  # noqa: BLE001 (handed to the test to assert on)
+            return exc
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        results = in_threads(len(calls), run)
+    finally:
+        releaser.join(15)
+        holder.close()
+    assert queued == [True], "the calls never all waited behind the held lock"
+    return results
