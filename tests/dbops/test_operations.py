@@ -7,7 +7,14 @@ from contextlib import contextmanager
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, NotSupportedError, connection, models, transaction
+from django.db import (
+    IntegrityError,
+    NotSupportedError,
+    OperationalError,
+    connection,
+    models,
+    transaction,
+)
 from django.db.migrations import Migration
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations.base import Operation
@@ -17,6 +24,7 @@ from django.db.migrations.writer import MigrationWriter
 from dbops import catalog
 from dbops import operations as operations_module
 from dbops.doctor import examine
+from dbops.errors import LOCK_NOT_AVAILABLE, sqlstate
 from dbops.operations import (
     DEFAULT_ATTEMPTS,
     DEFAULT_LOCK_TIMEOUT_MS,
@@ -413,6 +421,50 @@ def test_contract_migration_stops_before_any_lock_until_the_backfill_is_done(cap
                 "UPDATE orders_customer SET email_normalized = lower(btrim(email)) WHERE email_normalized IS NULL"
             )
         call_command("migrate", verbosity=0)
+
+
+@contextmanager
+def writers_and_readers_at_work(table):
+    """Another session holds ``table`` in EXCLUSIVE mode, which every lock conflicts with but the
+    ACCESS SHARE of a plain read; Django's connection gives up on any lock wait after 500 ms."""
+    other = raw_connection(autocommit=False)
+    other.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '500ms'")
+    try:
+        yield
+    except OperationalError as exc:
+        if sqlstate(exc) == LOCK_NOT_AVAILABLE:
+            pytest.fail(f"the operation waited for a lock on {table}: {exc}")
+        raise
+    finally:
+        other.close()
+        connection.close()  # the session's lock_timeout goes with it
+
+
+def test_require_no_nulls_stops_naming_the_command_with_only_a_plain_read(child_table):
+    customer = customer_create()
+    insert_child(customer.pk, "a")
+    insert_child(customer.pk, None)
+    command = "python manage.py backfill_column orders.ScratchChild note --value n/a"
+    op = RequireNoNulls("scratchchild", "note", command)
+    with (
+        writers_and_readers_at_work("orders_scratchchild"),
+        pytest.raises(MigrationBlocked) as excinfo,
+    ):
+        forwards(op, child_table)
+    assert command in str(excinfo.value)
+    assert "orders.scratchchild.note still has rows to fill" in str(excinfo.value)
+    assert "stopped before changing anything" in str(excinfo.value)
+
+
+def test_require_no_nulls_lets_the_migration_go_on_once_no_null_is_left(child_table):
+    customer = customer_create()
+    insert_child(customer.pk, "a")
+    op = RequireNoNulls("scratchchild", "note", "python manage.py backfill_column x y")
+    with writers_and_readers_at_work("orders_scratchchild"):
+        forwards(op, child_table)
+    assert column_nullable("orders_scratchchild", "note")  # it checks; it changes nothing
 
 
 # Every operation with every argument set to something other than its default: a migration written
