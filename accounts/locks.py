@@ -2,7 +2,20 @@
 
 from collections.abc import Iterable
 
+from django.db.models import F
+
 from accounts.models import Account
+from dbops.statements import AnyOf, CompiledSelect
+
+# Written with the ORM, compiled once per process (``dbops.statements``): the same SQL text on
+# every call, ``... WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE``, whatever the number of ids.
+ACCOUNTS_LOCK = CompiledSelect(
+    lambda ids: (
+        Account.objects.select_for_update(no_key=True).filter(AnyOf(F("pk"), ids)).order_by("pk")
+    ),
+    [-1],
+    name="accounts_lock",
+)
 
 
 def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
@@ -13,7 +26,5 @@ def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
     FOR NO KEY UPDATE (``no_key=True``) is enough to change a balance and, unlike FOR UPDATE, does
     not block other transactions inserting ledger entries and transfers that reference the account.
     """
-    ids = sorted(set(account_ids))
-    locked = Account.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
-    # list() evaluates now, so the locks are taken here, in this order.
-    return {account.pk: account for account in list(locked)}
+    # Run now, so the locks are taken here, in this order.
+    return {account.pk: account for account in ACCOUNTS_LOCK.objects(sorted(set(account_ids)))}

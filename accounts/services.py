@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, When
+from django.db.models import F
 
 from accounts.exceptions import (
     AccountNotFound,
@@ -32,6 +32,7 @@ from accounts.exceptions import (
 )
 from accounts.locks import accounts_lock
 from accounts.models import Account, LedgerEntry, Transfer
+from accounts.sql import BALANCES_MOVE, TRANSFER_BY_KEY, ledger_insert, transfer_insert
 from core.idempotency import idempotency_key_clean
 from core.ids import id_parse
 from core.money import MONEY_MAX, money_parse
@@ -111,10 +112,7 @@ def _transfer_apply(
     if key is not None:
         # Checked under the source's lock: a concurrent call with the same key waits above, then
         # sees the committed transfer here and returns it instead of moving the money again.
-        earlier = next(
-            iter(Transfer.objects.filter(source=source, idempotency_key=key).order_by()[:1]), None
-        )
-        if earlier is not None:
+        for earlier in TRANSFER_BY_KEY.objects(source_id, key):
             if earlier.target_id != target_id or earlier.amount != amount:
                 raise IdempotencyConflict(key)
             return earlier
@@ -132,38 +130,10 @@ def _transfer_write(
     if target.balance + amount > MONEY_MAX:
         raise InvalidAmount(amount, f"the target balance would exceed {MONEY_MAX}")
 
-    # One UPDATE for both rows (a round trip less), each balance changed relative to itself.
-    Account.objects.filter(pk__in=[source.pk, target.pk]).update(
-        balance=Case(
-            When(pk=source.pk, then=F("balance") - amount),
-            When(pk=target.pk, then=F("balance") + amount),
-        )
-    )
-    transfer = Transfer.objects.create(
-        source=source,
-        target=target,
-        amount=amount,
-        idempotency_key=key,
-        memo=memo,
-        created_by=actor,
-    )
-    # The rows are locked, so the balances read above are the ones the UPDATEs changed.
-    LedgerEntry.objects.bulk_create(
-        [
-            LedgerEntry(
-                account=source,
-                transfer=transfer,
-                amount=-amount,
-                balance_after=source.balance - amount,
-            ),
-            LedgerEntry(
-                account=target,
-                transfer=transfer,
-                amount=amount,
-                balance_after=target.balance + amount,
-            ),
-        ]
-    )
+    # Compiled once per process (accounts/sql.py): the ORM's per-call cost left this hot path.
+    BALANCES_MOVE.execute(source.pk, target.pk, amount)
+    transfer = transfer_insert(source, target, amount, key=key, memo=memo, actor=actor)
+    ledger_insert(transfer, source, target)
     return transfer
 
 

@@ -17,6 +17,28 @@ from config.env import StrictEnv
 APPLICATION_NAME = "django-pg-patterns"
 
 
+def _pool_options(env: StrictEnv) -> dict[str, Any]:
+    min_size = env.int("DB_POOL_MIN_SIZE", default=2, minimum=0)
+    max_size = env.int("DB_POOL_MAX_SIZE", default=10, minimum=1)
+    if min_size > max_size:
+        raise ImproperlyConfigured(
+            f"DB_POOL_MIN_SIZE={min_size} is larger than DB_POOL_MAX_SIZE={max_size}."
+        )
+    timeout = env.float("DB_POOL_TIMEOUT", default=10.0, minimum=0.1)
+    return {"min_size": min_size, "max_size": max_size, "timeout": timeout}
+
+
+def _prepared_statement_options(env: StrictEnv) -> dict[str, Any]:
+    """``DB_PREPARE_THRESHOLD`` unset: Django's default, no prepared statements (safe behind any
+    pooler). A number N: psycopg prepares a statement on the server once it has run N times on a
+    connection (0: at once), which needs server-side binding: Django's default client-side cursor
+    sends every statement as text and never prepares."""
+    threshold = env.int("DB_PREPARE_THRESHOLD", default=None, minimum=0)
+    if threshold is None:
+        return {}
+    return {"server_side_binding": True, "prepare_threshold": threshold}
+
+
 def database_settings(
     environ: Mapping[str, str], *, embedded_url: Callable[[], str] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -36,16 +58,8 @@ def database_settings(
     health_checks = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
     statement_timeout_ms = env.int("DB_STATEMENT_TIMEOUT_MS", default=30_000, minimum=0)
     connect_timeout = env.int("DB_CONNECT_TIMEOUT", default=10, minimum=1)
-    pool: dict[str, Any] | None = None
-    if use_pool:
-        min_size = env.int("DB_POOL_MIN_SIZE", default=2, minimum=0)
-        max_size = env.int("DB_POOL_MAX_SIZE", default=10, minimum=1)
-        if min_size > max_size:
-            raise ImproperlyConfigured(
-                f"DB_POOL_MIN_SIZE={min_size} is larger than DB_POOL_MAX_SIZE={max_size}."
-            )
-        timeout = env.float("DB_POOL_TIMEOUT", default=10.0, minimum=0.1)
-        pool = {"min_size": min_size, "max_size": max_size, "timeout": timeout}
+    prepared = _prepared_statement_options(env)
+    pool = _pool_options(env) if use_pool else None
 
     def one(name: str, raw_url: str) -> dict[str, Any]:
         try:
@@ -66,6 +80,7 @@ def database_settings(
         options["options"] = (
             f"{options['options']} {server_options}" if "options" in options else server_options
         )
+        options.update(prepared)
         if pool:
             options["pool"] = dict(pool)
         return config

@@ -50,6 +50,19 @@ def test_pool_forces_conn_max_age_zero():
     assert db["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 8, "timeout": 2.5}
 
 
+def test_prepared_statements_are_off_by_default_as_in_django():
+    options = build()["default"]["OPTIONS"]
+    assert "prepare_threshold" not in options and "server_side_binding" not in options
+
+
+@pytest.mark.parametrize("value, threshold", [("5", 5), ("0", 0), (" 2 ", 2)])
+def test_prepare_threshold_turns_on_server_side_binding(value, threshold):
+    dbs = build(DB_PREPARE_THRESHOLD=value, DATABASE_REPLICA_URL="postgres://app@replica/shop")
+    for alias in ("default", "replica"):
+        assert dbs[alias]["OPTIONS"]["prepare_threshold"] == threshold
+        assert dbs[alias]["OPTIONS"]["server_side_binding"] is True
+
+
 def test_url_options_are_kept_next_to_the_timeout():
     db = database_settings(
         {"DATABASE_URL": URL + "?sslmode=require&options=-c%20search_path%3Dapp"}
@@ -88,6 +101,8 @@ def test_embedded_server_used_only_when_database_url_is_unset():
         ("DB_POOL", "ture", "DB_POOL='ture' is not a boolean"),
         ("DB_STATEMENT_TIMEOUT_MS", "1.5", "DB_STATEMENT_TIMEOUT_MS='1.5' is not a whole number"),
         ("DB_CONNECT_TIMEOUT", "0", "DB_CONNECT_TIMEOUT='0' must be at least 1"),
+        ("DB_PREPARE_THRESHOLD", "yes", "DB_PREPARE_THRESHOLD='yes' is not a whole number"),
+        ("DB_PREPARE_THRESHOLD", "-1", "DB_PREPARE_THRESHOLD='-1' must be at least 0"),
         ("DATABASE_URL", "mysql://u@h/db", "DATABASE_URL must be a postgres:// URL"),
         ("DATABASE_URL", "nonsense://x", "DATABASE_URL is not a valid database URL"),
         (
