@@ -8,7 +8,8 @@ then on runs the same SQL text with new values through ``connection.cursor()``: 
 (query counts, the slow-query log, tests) see it like any other query, parameters are always bound,
 and with ``DB_PREPARE_THRESHOLD`` psycopg prepares it on the server, since its text never changes.
 
-The examples must be distinct, and each must reach the SQL as a parameter: a value Django would
+The examples must be distinct values the fields can hold (Django compiles a filter on a value out
+of a field's range to an empty result) and equal to no constant of the statement, and each must reach the SQL as a parameter: a value Django would
 write into the SQL text (a slice's LIMIT) is refused at compile time rather than frozen into it.
 
 ``insert_sql`` writes an INSERT from a model's metadata, identifiers quoted by the backend: an
@@ -43,27 +44,44 @@ class AnyOf(Lookup):
         return f"{lhs} = ANY(%s)", (*lhs_params, list(self.rhs))
 
 
-def _slots(name: str, params: Sequence[Any], examples: tuple) -> tuple[int, ...]:
-    """For each SQL parameter, the index of the example it came from."""
+# A parameter slot: (index of the example, the type Django wrapped it in or None), or (None, a
+# constant of the statement itself, such as the 1 of ``F("version") + 1``).
+Slot = tuple[int | None, Any]
+
+
+def _slots(name: str, params: Sequence[Any], examples: tuple) -> tuple[Slot, ...]:
+    """Where each example landed among the SQL's parameters.
+
+    Django may wrap a value (``Int4(5)`` for an integer in an expression, so psycopg binds it with
+    a stable type): new values are wrapped the same way. Parameters equal to no example are the
+    statement's own constants; so that an example cannot pass for one, every example must be found.
+    """
     for i, a in enumerate(examples):
         for b in examples[i + 1 :]:
             if type(a) is type(b) and a == b:
                 raise ValueError(f"{name}: the example values must be distinct ({a!r} twice)")
 
-    def slot(param: Any) -> int:
+    def slot(param: Any) -> Slot:
         for i, example in enumerate(examples):
-            if type(param) is type(example) and param == example:
-                return i
-        raise ValueError(f"{name}: SQL parameter {param!r} is none of the examples {examples!r}")
+            if isinstance(param, type(example)) and param == example:
+                return i, (None if type(param) is type(example) else type(param))
+        return None, param
 
     slots = tuple(slot(p) for p in params)
-    unused = set(range(len(examples))) - set(slots)
+    unused = set(range(len(examples))) - {i for i, _ in slots}
     if unused:
         raise ValueError(
             f"{name}: example {examples[min(unused)]!r} is not an SQL parameter (written into the "
-            "SQL text?): it cannot be bound, so it cannot be a parameter of a compiled statement"
+            "SQL text, or changed by Django?): it cannot be bound with a new value"
         )
     return slots
+
+
+def _bound(slots: tuple[Slot, ...], params: tuple) -> list:
+    return [
+        extra if i is None else params[i] if extra is None else extra(params[i])
+        for i, extra in slots
+    ]
 
 
 class _Compiled:
@@ -120,7 +138,7 @@ class CompiledSelect(_Compiled):
                 "select_for_update cannot be used outside of a transaction."
             )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [params[i] for i in slots])
+            cursor.execute(sql, _bound(slots, params))
             rows = cursor.fetchall()
         if converters:
             rows = [_converted(row, converters, connection) for row in rows]
@@ -160,7 +178,7 @@ class CompiledUpdate(_Compiled):
         connection = connections[using or DEFAULT_DB_ALIAS]
         sql, slots = self._get(connection)
         with connection.cursor() as cursor:
-            cursor.execute(sql, [params[i] for i in slots])
+            cursor.execute(sql, _bound(slots, params))
             return cursor.rowcount
 
 

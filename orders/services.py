@@ -39,9 +39,20 @@ from orders.exceptions import (
     ProductNotFound,
     StockContention,
 )
-from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product, email_normalize
+from orders.models import Customer, Order, OrderStatus, Payment, Product, email_normalize
 from orders.payments import PaymentDeclined, PaymentGateway, gateway_get
 from orders.selectors import catalog_invalidate
+from orders.sql import (
+    CUSTOMER_EXISTS,
+    ORDER_BY_KEY,
+    ORDER_STATUS_SET,
+    PAYMENT_REFERENCE_SET,
+    PRODUCTS_FOR_ORDER,
+    STOCK_TAKE,
+    items_insert,
+    order_insert,
+    payment_insert,
+)
 
 logger = logging.getLogger("orders.stock")
 
@@ -135,18 +146,15 @@ def _stock_take(product: Product, quantity: int) -> Product:
     for _ in range(STOCK_RACE_ATTEMPTS):
         if product.stock < quantity:
             raise OutOfStock(product, quantity)
-        taken = Product.objects.filter(
-            pk=product.pk, version=product.version, stock__gte=quantity
-        ).update(stock=F("stock") - quantity, version=F("version") + 1, updated_at=Now())
-        if taken:
+        if STOCK_TAKE.execute(product.pk, product.version, quantity):
             product.stock -= quantity
             product.version += 1
             return product
         logger.debug("lost the race for %s, re-reading", product.sku)
-        current = Product.objects.filter(pk=product.pk).first()
-        if current is None:
+        current = PRODUCTS_FOR_ORDER.objects([product.pk])
+        if not current:
             raise ProductNotFound([product.pk])
-        product = current
+        product = current[0]
     raise StockContention(product, STOCK_RACE_ATTEMPTS)
 
 
@@ -167,42 +175,29 @@ def _order_place_transaction(
 ) -> Order:
     """One attempt at the whole order, in one transaction; ``retry_transaction`` may run it again
     after a deadlock, a serialization failure or a lock timeout, so it has no effect outside it."""
-    if not Customer.objects.filter(pk=customer_id).exists():
+    # Compiled once per process (orders/sql.py): the ORM's per-call cost left this hot path.
+    if not CUSTOMER_EXISTS.rows(customer_id):
         raise CustomerNotFound(customer_id)
     if idempotency_key is not None:
-        earlier = Order.objects.filter(
-            customer_id=customer_id, idempotency_key=idempotency_key
-        ).order_by()[:1]
-        for order in earlier:
+        for order in ORDER_BY_KEY.objects(customer_id, idempotency_key):
             if not _same_order(order, lines):
                 raise IdempotencyConflict(idempotency_key)
             return order
-    # Price, stock and version are what an order needs; not the few KB of each description.
-    products = Product.objects.defer("description").in_bulk(list(lines))
+    products = {product.pk: product for product in PRODUCTS_FOR_ORDER.objects(list(lines))}
     missing = sorted(set(lines) - set(products))
     if missing:
         raise ProductNotFound(missing)
 
     total = sum((products[pid].price * qty for pid, qty in lines.items()), Decimal("0.00"))
-    order = Order.objects.create(
-        customer_id=customer_id,
-        status=OrderStatus.PENDING,
-        total=total,
-        idempotency_key=idempotency_key,
-    )
+    order = order_insert(customer_id=customer_id, total=total, idempotency_key=idempotency_key)
     # Products in id order: two orders for the same products wait for each other rather than deadlock.
     for product_id in sorted(lines):
         products[product_id] = _stock_take(products[product_id], lines[product_id])
-    OrderItem.objects.bulk_create(
-        [
-            OrderItem(order=order, product_id=pid, quantity=qty, unit_price=products[pid].price)
-            for pid, qty in sorted(lines.items())
-        ]
-    )
+    items_insert(order, lines, products)
 
     _payment_take(order, payment_methods, gateway)
+    ORDER_STATUS_SET.execute(order.pk, OrderStatus.PAID.value)
     order.status = OrderStatus.PAID
-    order.save(update_fields=["status"])
     transaction.on_commit(catalog_invalidate)
     return order
 
@@ -214,11 +209,11 @@ def _payment_take(order: Order, methods: tuple[str, ...], gateway: PaymentGatewa
         try:
             # A savepoint per attempt: a declined method leaves no payment row, and the next is tried.
             with transaction.atomic():
-                payment = Payment.objects.create(order=order, method=method, amount=order.total)
+                payment = payment_insert(order, method)
                 payment.reference = gateway.charge(
                     method=method, amount=order.total, reference=f"order-{order.pk}"
                 )
-                payment.save(update_fields=["reference"])
+                PAYMENT_REFERENCE_SET.execute(payment.pk, payment.reference)
         except PaymentDeclined as exc:
             declined.append((method, exc.reason))
             continue

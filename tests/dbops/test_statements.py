@@ -36,7 +36,10 @@ def test_a_compiled_update_changes_only_the_rows_the_new_values_name():
     owner = user_create()
     a, b = account_create(owner=owner, balance="10"), account_create(owner=owner, balance="10")
     add = CompiledUpdate(
-        lambda pk, amount: (Account.objects.filter(pk=pk), {"balance": F("balance") + amount}),
+        lambda pk, amount: (
+            Account.objects.filter(pk=pk),
+            {"balance": F("balance") + amount, "version": F("version") + 1},
+        ),
         -1,
         Decimal("0.01"),
     )
@@ -45,6 +48,7 @@ def test_a_compiled_update_changes_only_the_rows_the_new_values_name():
     a.refresh_from_db()
     b.refresh_from_db()
     assert (a.balance, b.balance) == (Decimal("15.00"), Decimal("10.00"))
+    assert (a.version, b.version) == (2, 1)  # the statement's own constant, bound as such
 
 
 def test_an_example_written_into_the_sql_text_is_refused():
