@@ -139,6 +139,7 @@ def threads_for(
             connection.close()
 
     pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    cpu_before = time.process_time()
     for thread in pool:
         thread.start()
     stop_at[0] = time.perf_counter() + seconds
@@ -148,6 +149,7 @@ def threads_for(
         pass
     for thread in pool:
         thread.join()
+    client_cpu = time.process_time() - cpu_before
     if crashed:
         raise crashed[0]
     flat = [x for per in latencies for x in per]
@@ -156,4 +158,69 @@ def threads_for(
         "latencies": flat,
         "refused": sum(refused_count),
         "errors": sum(error_count),
+        "client_cpu": client_cpu,
     }
+
+
+def processes_for(
+    processes: int,
+    seconds: float,
+    worker: Callable[[int], AbstractContextManager[Callable[[], None]]],
+    *,
+    refused: tuple[type[BaseException], ...] = (),
+    errors: tuple[type[BaseException], ...] = (),
+    collect: Callable[[], object] = lambda: None,
+) -> dict:
+    """``threads_for`` with one thread in each of ``processes`` forked processes, started together:
+    the same work without one interpreter lock shared between the workers.
+
+    ``collect()`` runs in each process after its run (e.g. to read what its workers measured); its
+    values come back as the result's ``collected``. A crash in a process is raised here.
+    """
+    import multiprocessing
+
+    from django.db import connections
+
+    connections.close_all()  # a connection must not be shared with the children
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(processes + 1)
+    results = context.Queue()
+
+    def child(p: int) -> None:
+        try:
+            start.wait()
+            result = threads_for(1, seconds, lambda _: worker(p), refused=refused, errors=errors)
+            results.put(("ok", result, collect()))
+        except BaseException as exc:  # noqa: BLE001 (sent to the parent, which raises)
+            results.put(("crash", f"{type(exc).__name__}: {exc}", None))
+
+    pool = [context.Process(target=child, args=(p,)) for p in range(processes)]
+    for process in pool:
+        process.start()
+    start.wait()
+    answers = [results.get() for _ in pool]
+    for process in pool:
+        process.join()
+    crashes = [detail for status, detail, _ in answers if status == "crash"]
+    if crashes:
+        raise RuntimeError(f"a benchmark process crashed: {crashes[0]}")
+    parts = [result for _, result, _ in answers]
+    return {
+        "done": sum(r["done"] for r in parts),
+        "latencies": [x for r in parts for x in r["latencies"]],
+        "refused": sum(r["refused"] for r in parts),
+        "errors": sum(r["errors"] for r in parts),
+        "client_cpu": sum(r["client_cpu"] for r in parts),
+        "collected": [value for _, _, value in answers],
+    }
+
+
+def backend_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by the PostgreSQL backend ``pid`` (``pg_backend_pid()``) of a server on
+    this machine: the first field of /proc/<pid>/schedstat, in nanoseconds, or utime + stime of
+    /proc/<pid>/stat (clock ticks) where schedstat is missing."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,15 +1,22 @@
-"""Transfers: the real service vs hand-written psycopg (the floor) vs a naive ORM version.
+"""The money path: ``transfer_create`` and ``order_place`` against psycopg doing the same work.
 
-For 1, 4 and 8 threads, over 100,000 accounts (uniform: little contention) and over 10 hot
-accounts (heavy contention), each for a fixed time, in one run against a throwaway PostgreSQL:
+For 1 thread, 4 threads and 4 processes (one thread each: no interpreter lock shared), each for a
+fixed time, in one run against a throwaway PostgreSQL on this machine:
 
-(a) ``accounts.services.transfer_create`` (with an idempotency key, as the web form calls it);
-(b) the same transfer written directly in psycopg: BEGIN; SELECT ... ORDER BY id FOR NO KEY UPDATE;
-    two UPDATEs; INSERT transfer; INSERT two ledger entries; COMMIT;
-(c) naive Django: read both accounts, change balances in Python, save(), no transaction, no lock.
+- raw psycopg (``bench/raw.py``): the fair baseline, statement for statement the service's work
+  (lock timeout, locks in id order, idempotency lookup under the lock, actor, checks, retry loop,
+  every column), with psycopg's defaults: server-side binding, statements prepared after 5 runs;
+- the service with ``DB_PREPARE_THRESHOLD=5`` (server-side binding, prepared after 5 runs);
+- the service with Django's default (client-side binding, nothing prepared).
 
-Every run starts from the same state and ends with an invariant check: money conserved and every
-balance equal to the sum of its ledger entries. Writes bench/results/transfers.md.
+Transfers run over 100,000 accounts (little contention) and over 10 hot accounts (heavy
+contention); orders of 1 to 3 lines over 1,000 products and 1,000 customers. Next to the
+throughput: the database server's CPU per operation (the CPU time of each worker's backend,
+``pg_backend_pid()``, from /proc) and the client's CPU per operation. Every run starts from the
+same state and ends with the invariants checked: money conserved, every balance equal to its
+ledger, no duplicate idempotency key; for orders, stock taken equal to the items sold, every order
+paid once for its total, no duplicate key. A last table shows what the guarantees buy: a naive
+read-modify-``save()`` transfer on the hot accounts. Writes bench/results/transfers.md.
 
     .venv/bin/python bench/transfers.py [--seconds 5] [--accounts 100000]
 """
@@ -28,119 +35,129 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import LogCounter, percentile, table, threads_for, write_results  # noqa: E402
+from bench import raw  # noqa: E402
+from bench.common import (  # noqa: E402
+    LogCounter,
+    backend_cpu_seconds,
+    percentile,
+    processes_for,
+    table,
+    threads_for,
+    write_results,
+)
 from devdb import embedded  # noqa: E402
 
 OPENING = Decimal("1000.00")
-THREADS = (1, 4, 8)
+STOCK = 1_000_000_000
+CONCURRENCY = (("1 thread", threads_for, 1), ("4 threads", threads_for, 4))
+CONCURRENCY += (("4 processes", processes_for, 4),)
+PREPARE_THRESHOLD = "5"
 
 
-def reset(accounts: int) -> None:
-    """Every run starts here: all balances OPENING, one opening ledger entry each, no transfers."""
+def prepared_statements(url: str, threshold: str | None) -> None:
+    """New connections from here on use the OPTIONS ``DB_PREPARE_THRESHOLD=threshold`` gives."""
+    from django.db import connections
+
+    from config.database import database_settings
+
+    environ = {"DATABASE_URL": url, **({"DB_PREPARE_THRESHOLD": threshold} if threshold else {})}
+    connections.close_all()
+    connections.settings["default"]["OPTIONS"] = database_settings(environ)["default"]["OPTIONS"]
+
+
+def sql(statement: str, params=()) -> list[tuple]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE accounts_ledgerentry, accounts_transfer")
-        cursor.execute(
-            "UPDATE accounts_account SET balance = %s, version = 1 WHERE balance <> %s",
-            [OPENING, OPENING],
-        )
-        cursor.execute(
-            "INSERT INTO accounts_ledgerentry (account_id, amount, balance_after, created_at)"
-            " SELECT id, %s, %s, now() FROM accounts_account",
-            [OPENING, OPENING],
-        )
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def vacuum(*tables: str) -> None:
+    from django.db import connection
+
     connection.close()
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE accounts_account")
-        cursor.execute("VACUUM ANALYZE accounts_ledgerentry")
+    for name in tables:
+        sql(f"VACUUM ANALYZE {name}")
 
 
-def populate(accounts: int) -> list[int]:
+# Transfers
+
+
+def accounts_populate(accounts: int) -> tuple[list[int], object]:
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from django.db import connection
 
-    call_command("migrate", verbosity=0)
     owner, _ = get_user_model().objects.get_or_create(username="bench")
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE accounts_ledgerentry, accounts_transfer, accounts_account CASCADE")
-        cursor.execute(
-            "INSERT INTO accounts_account (owner_id, name, currency, balance, version, created_at)"
-            " SELECT %s, 'bench ' || g, 'EUR', %s, 1, now() FROM generate_series(1, %s) g",
-            [owner.pk, OPENING, accounts],
-        )
-        cursor.execute("SELECT id FROM accounts_account ORDER BY id")
-        return [row[0] for row in cursor.fetchall()]
+    sql("TRUNCATE accounts_ledgerentry, accounts_transfer, accounts_account CASCADE")
+    sql(
+        "INSERT INTO accounts_account (owner_id, name, currency, balance, version, created_at)"
+        " SELECT %s, 'bench ' || g, 'EUR', %s, 1, now() FROM generate_series(1, %s) g",
+        [owner.pk, OPENING, accounts],
+    )
+    return [row[0] for row in sql("SELECT id FROM accounts_account ORDER BY id")], owner
 
 
-def invariants(accounts: int) -> tuple[Decimal, int]:
-    """(money created or destroyed, accounts whose balance differs from their ledger)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT sum(balance) FROM accounts_account")
-        drift = cursor.fetchone()[0] - OPENING * accounts
-        cursor.execute(
-            "SELECT count(*) FROM accounts_account a"
-            " LEFT JOIN (SELECT account_id, sum(amount) AS s FROM accounts_ledgerentry GROUP BY account_id) l"
-            " ON l.account_id = a.id WHERE a.balance <> coalesce(l.s, 0)"
-        )
-        return drift, cursor.fetchone()[0]
+def accounts_reset() -> None:
+    """Every run starts here: all balances OPENING, one opening ledger entry each, no transfers."""
+    sql("TRUNCATE accounts_ledgerentry, accounts_transfer")
+    sql("UPDATE accounts_account SET balance = %s, version = 1 WHERE balance <> %s", [OPENING] * 2)
+    sql(
+        "INSERT INTO accounts_ledgerentry (account_id, amount, balance_after, created_at)"
+        " SELECT id, %s, %s, now() FROM accounts_account",
+        [OPENING, OPENING],
+    )
+    vacuum("accounts_account", "accounts_ledgerentry")
 
 
-def service_transfer(conn_state, source: int, target: int, amount: Decimal) -> None:
+def accounts_check(accounts: int) -> list:
+    """[money created (+) or destroyed (-), balances != ledger, duplicate idempotency keys]."""
+    drift = sql("SELECT sum(balance) FROM accounts_account")[0][0] - OPENING * accounts
+    mismatched = sql(
+        "SELECT count(*) FROM accounts_account a LEFT JOIN (SELECT account_id, sum(amount) AS s"
+        " FROM accounts_ledgerentry GROUP BY account_id) l ON l.account_id = a.id"
+        " WHERE a.balance <> coalesce(l.s, 0)"
+    )[0][0]
+    duplicates = sql(
+        "SELECT count(*) FROM (SELECT 1 FROM accounts_transfer WHERE idempotency_key IS NOT NULL"
+        " GROUP BY source_id, idempotency_key HAVING count(*) > 1) d"
+    )[0][0]
+    return [f"{drift:+}", mismatched, duplicates]
+
+
+def transfer_operation(kind: str, ids: list[int], owner, rng: random.Random, conn=None):
     from accounts.services import transfer_create
 
-    transfer_create(
-        source_id=source, target_id=target, amount=amount, idempotency_key=uuid.uuid4().hex
-    )
+    def operation() -> None:
+        source, target = rng.sample(ids, 2)
+        amount = Decimal(rng.randint(1, 500)) / 100
+        key = uuid.uuid4().hex
+        if kind == "raw":
+            raw.transfer(
+                conn,
+                source_id=source,
+                target_id=target,
+                amount=amount,
+                idempotency_key=key,
+                actor_id=owner.pk,
+            )
+        elif kind == "naive":
+            naive_transfer(source, target, amount)
+        else:
+            transfer_create(
+                source_id=source, target_id=target, amount=amount, idempotency_key=key, actor=owner
+            )
+
+    return operation
 
 
-def raw_transfer(conn_state, source: int, target: int, amount: Decimal) -> None:
-    conn = conn_state["raw"]
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT id, balance FROM accounts_account WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-            [sorted({source, target})],
-        ).fetchall()
-        balances = dict(rows)
-        if balances[source] < amount:
-            raise InsufficientFundsRaw()
-        conn.execute(
-            "UPDATE accounts_account SET balance = balance - %s WHERE id = %s", [amount, source]
-        )
-        conn.execute(
-            "UPDATE accounts_account SET balance = balance + %s WHERE id = %s", [amount, target]
-        )
-        transfer_id = conn.execute(
-            "INSERT INTO accounts_transfer (source_id, target_id, amount, memo, created_at)"
-            " VALUES (%s, %s, %s, '', now()) RETURNING id",
-            [source, target, amount],
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO accounts_ledgerentry (account_id, transfer_id, amount, balance_after, created_at)"
-            " VALUES (%s, %s, %s, %s, now()), (%s, %s, %s, %s, now())",
-            [
-                source,
-                transfer_id,
-                -amount,
-                balances[source] - amount,
-                target,
-                transfer_id,
-                amount,
-                balances[target] + amount,
-            ],
-        )
-
-
-def naive_transfer(conn_state, source: int, target: int, amount: Decimal) -> None:
+def naive_transfer(source: int, target: int, amount: Decimal) -> None:
+    """Read, change in Python, save(): no transaction, no lock."""
     from accounts.models import Account, LedgerEntry, Transfer
 
     src = Account.objects.get(pk=source)
     dst = Account.objects.get(pk=target)
     if src.balance < amount:
-        raise InsufficientFundsRaw()
+        raise raw.Refused("insufficient funds")
     src.balance -= amount
     dst.balance += amount
     src.save(update_fields=["balance"])
@@ -154,38 +171,184 @@ def naive_transfer(conn_state, source: int, target: int, amount: Decimal) -> Non
     )
 
 
-class InsufficientFundsRaw(Exception):
-    pass
+# Orders
 
 
-def run(impl, ids: list[int], threads: int, seconds: float, raw_url: str) -> dict:
+def orders_populate(products: int, customers: int) -> tuple[list[int], list[int]]:
+    sql("TRUNCATE orders_payment, orders_orderitem, orders_order, orders_product CASCADE")
+    sql("DELETE FROM orders_customer WHERE email LIKE 'bench-%%'")
+    sql(
+        "INSERT INTO orders_product (sku, name, price, stock, version)"
+        " SELECT 'BENCH-' || g, 'Product ' || g, (g %% 50) + 0.99, %s, 1"
+        " FROM generate_series(1, %s) g",
+        [STOCK, products],
+    )
+    sql(
+        "INSERT INTO orders_customer (name, email, email_normalized, region)"
+        " SELECT 'Customer ' || g, 'bench-' || g || '@example.com',"
+        " 'bench-' || g || '@example.com', 'north' FROM generate_series(1, %s) g",
+        [customers],
+    )
+    product_ids = [row[0] for row in sql("SELECT id FROM orders_product ORDER BY id")]
+    customer_ids = [
+        row[0] for row in sql("SELECT id FROM orders_customer WHERE email LIKE 'bench-%%'")
+    ]
+    return product_ids, customer_ids
+
+
+def orders_reset() -> None:
+    sql("TRUNCATE orders_payment, orders_orderitem, orders_order")
+    sql("UPDATE orders_product SET stock = %s, version = 1", [STOCK])
+    vacuum("orders_product", "orders_order")
+
+
+def orders_check() -> list:
+    """[products whose stock != what was sold, orders not paid once for their total, duplicate keys]."""
+    stock = sql(
+        "SELECT count(*) FROM orders_product p LEFT JOIN (SELECT product_id, sum(quantity) AS q"
+        " FROM orders_orderitem GROUP BY product_id) i ON i.product_id = p.id"
+        " WHERE p.stock <> %s - coalesce(i.q, 0)",
+        [STOCK],
+    )[0][0]
+    unpaid = sql(
+        "SELECT count(*) FROM orders_order o WHERE o.status <> 'paid'"
+        " OR o.total <> (SELECT coalesce(sum(quantity * unit_price), 0) FROM orders_orderitem"
+        " WHERE order_id = o.id) OR (SELECT count(*) FROM orders_payment WHERE order_id = o.id"
+        " AND amount = o.total AND reference <> '') <> 1"
+    )[0][0]
+    duplicates = sql(
+        "SELECT count(*) FROM (SELECT 1 FROM orders_order WHERE idempotency_key IS NOT NULL"
+        " GROUP BY customer_id, idempotency_key HAVING count(*) > 1) d"
+    )[0][0]
+    return [stock, unpaid, duplicates]
+
+
+def order_operation(kind: str, ids: tuple[list[int], list[int]], rng: random.Random, conn=None):
+    from orders.payments import SimulatedGateway
+    from orders.services import order_place
+
+    product_ids, customer_ids = ids
+    gateway = SimulatedGateway(decline=set())
+
+    def operation() -> None:
+        lines = [(pid, rng.randint(1, 3)) for pid in rng.sample(product_ids, rng.randint(1, 3))]
+        customer = rng.choice(customer_ids)
+        key = uuid.uuid4().hex
+        if kind == "raw":
+            raw.order(conn, customer_id=customer, lines=lines, idempotency_key=key, gateway=gateway)
+        else:
+            order_place(customer_id=customer, lines=lines, idempotency_key=key, gateway=gateway)
+        gateway.charges.clear()
+
+    return operation
+
+
+# Running
+
+
+def worker_factory(kind: str, url: str, meter: list, make_operation):
+    """``worker(i)`` for the harness: the thread's connection (Django's, or its own psycopg one for
+    the raw baseline) and the CPU its backend used while the worker ran, added to ``meter``."""
     import psycopg
-    from django.db import DatabaseError
-
-    from accounts.exceptions import InsufficientFunds
 
     @contextmanager
     def worker(i: int):
+        from django.db import connection
+
         rng = random.Random(1000 + i)
-        state = {"raw": psycopg.connect(raw_url, autocommit=True) if impl is raw_transfer else None}
-
-        def transfer() -> None:
-            source, target = rng.sample(ids, 2)
-            impl(state, source, target, Decimal(rng.randint(1, 500)) / 100)
-
+        conn = None
+        if kind == "raw":
+            conn = psycopg.connect(url, autocommit=True)
+            pid = conn.info.backend_pid
+        else:
+            connection.ensure_connection()
+            pid = connection.connection.info.backend_pid
+        before = backend_cpu_seconds(pid)
         try:
-            yield transfer
+            yield make_operation(rng, conn)
         finally:
-            if state["raw"] is not None:
-                state["raw"].close()
+            meter.append(backend_cpu_seconds(pid) - before)
+            if conn is not None:
+                conn.close()
 
-    return threads_for(
-        threads,
-        seconds,
-        worker,
-        refused=(InsufficientFunds, InsufficientFundsRaw),
-        errors=(DatabaseError, psycopg.Error),
-    )
+    return worker
+
+
+def measure(kind, url, make_operation, run, n, seconds, counter) -> dict:
+    import psycopg
+    from django.db import DatabaseError
+
+    from core.exceptions import DomainError
+
+    meter: list[float] = []
+    counter.count = 0
+    options = {"refused": (DomainError, raw.Refused), "errors": (DatabaseError, psycopg.Error)}
+    worker = worker_factory(kind, url, meter, make_operation)
+    if run is processes_for:
+        result = run(n, seconds, worker, collect=lambda: (sum(meter), counter.count), **options)
+        result["server_cpu"] = sum(c[0] for c in result["collected"])
+        result["retries"] = sum(c[1] for c in result["collected"])
+    else:
+        result = run(n, seconds, worker, **options)
+        result["server_cpu"], result["retries"] = sum(meter), counter.count
+    return result
+
+
+IMPLEMENTATIONS = (
+    ("raw psycopg (prepared after 5)", "raw", None),
+    (f"service, DB_PREPARE_THRESHOLD={PREPARE_THRESHOLD}", "service", PREPARE_THRESHOLD),
+    ("service, prepare off (default)", "service", None),
+)
+
+
+def row_for(label, what, result, seconds, floor) -> list:
+    done = max(result["done"], 1)
+    rate = result["done"] / seconds
+    server_ms = result["server_cpu"] * 1000 / done
+    floor.setdefault(what, (rate, server_ms))
+    raw_rate, raw_server_ms = floor[what]
+    return [
+        label,
+        what,
+        rate,
+        percentile(result["latencies"], 50),
+        percentile(result["latencies"], 99),
+        f"{rate / raw_rate:.2f}x",
+        server_ms,
+        f"{server_ms / raw_server_ms:.2f}x",
+        result["client_cpu"] * 1000 / done,
+        result["retries"],
+        result["errors"],
+    ]
+
+
+def series(url, seconds, counter, reset, check, make_operation) -> list[list]:
+    """Every implementation at every concurrency: one table row each, invariants checked."""
+    rows, floor = [], {}
+    for label, kind, threshold in IMPLEMENTATIONS:
+        prepared_statements(url, threshold)
+        for what, run, n in CONCURRENCY:
+            reset()
+            result = measure(kind, url, make_operation(kind), run, n, seconds, counter)
+            rows.append(row_for(label, what, result, seconds, floor) + check())
+            print(" | ".join(str(x) for x in rows[-1]), file=sys.stderr)
+    prepared_statements(url, None)
+    return rows
+
+
+HEADERS = [
+    "implementation",
+    "concurrency",
+    "ops/s",
+    "p50 ms",
+    "p99 ms",
+    "vs raw",
+    "server CPU ms/op",
+    "server CPU vs raw",
+    "client CPU ms/op",
+    "retries",
+    "errors",
+]
 
 
 def main() -> None:
@@ -193,85 +356,91 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5, help="measured time per run")
-    parser.add_argument(
-        "--accounts", type=int, default=100_000, help="accounts in the uniform case"
-    )
+    parser.add_argument("--accounts", type=int, default=100_000, help="accounts, uniform case")
     parser.add_argument("--hot", type=int, default=10, help="accounts in the contended case")
+    parser.add_argument("--products", type=int, default=1000, help="products for orders")
     args = parser.parse_args()
 
     with embedded.temporary_server(settings={"max_connections": "100"}) as server:
-        os.environ["DATABASE_URL"] = server.socket_url()
+        url = server.socket_url()
+        os.environ["DATABASE_URL"] = url
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.site")
         import django
 
         django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
         counter = LogCounter("dbops.retry", logging.INFO)
+        tables = run_all(args, url, counter)
 
-        ids = populate(args.accounts)
-        impls = [
-            ("(b) raw psycopg", raw_transfer),
-            ("(a) transfer_create", service_transfer),
-            ("(c) naive save()", naive_transfer),
-        ]
-        rows = []
-        for label_dist, pool_ids in (
-            (f"{args.accounts:,} accounts", ids),
-            (f"{args.hot} hot accounts", ids[: args.hot]),
-        ):
-            floor = {}
-            for label, impl in impls:
-                for threads in THREADS:
-                    reset(args.accounts)
-                    counter.count = 0
-                    result = run(impl, pool_ids, threads, args.seconds, server.socket_url())
-                    drift, mismatched = invariants(args.accounts)
-                    rate = result["done"] / args.seconds
-                    if impl is raw_transfer:
-                        floor[threads] = rate
-                    ratio = f"{rate / floor[threads]:.2f}x" if floor.get(threads) else "-"
-                    rows.append(
-                        [
-                            label_dist,
-                            label,
-                            threads,
-                            rate,
-                            percentile(result["latencies"], 50),
-                            percentile(result["latencies"], 99),
-                            ratio,
-                            counter.count,
-                            result["errors"],
-                            f"{drift:+}",
-                            mismatched,
-                        ]
-                    )
-                    print(
-                        f"{label_dist} {label} x{threads}: {rate:.0f}/s drift {drift} mismatched {mismatched}",
-                        file=sys.stderr,
-                    )
-        version = server.url()
-
-    headers = [
-        "accounts",
-        "implementation",
-        "threads",
-        "transfers/s",
-        "p50 ms",
-        "p99 ms",
-        "vs (b)",
-        "retries",
-        "errors",
-        "money created (+) / destroyed (-)",
-        "balances != ledger",
-    ]
-    body = (
-        f"{args.seconds:g} s per run; every run starts from the same state (all balances {OPENING}); "
-        f"amounts 0.01-5.00 between random pairs; PostgreSQL 18 (embedded) over a unix socket. "
-        f"Refused transfers (insufficient funds) are not counted.\n\n" + table(headers, rows)
-    )
-    del version
     write_results(
-        "transfers", "Transfers: service vs raw psycopg vs naive ORM", "bench/transfers.py", body
+        "transfers",
+        "The money path: services vs the same work in raw psycopg",
+        "bench/transfers.py",
+        body(args, tables),
     )
+
+
+def run_all(args, url: str, counter) -> dict[str, list[list]]:
+    ids, owner = accounts_populate(args.accounts)
+    tables = {}
+    for name, pool in (
+        (f"{args.accounts:,} accounts", ids),
+        (f"{args.hot} hot accounts", ids[: args.hot]),
+    ):
+        tables[name] = series(
+            url,
+            args.seconds,
+            counter,
+            accounts_reset,
+            lambda: accounts_check(args.accounts),
+            lambda kind, pool=pool: (
+                lambda rng, conn: transfer_operation(kind, pool, owner, rng, conn)
+            ),
+        )
+    order_ids = orders_populate(args.products, 1000)
+    tables["orders"] = series(
+        url,
+        args.seconds,
+        counter,
+        orders_reset,
+        orders_check,
+        lambda kind: lambda rng, conn: order_operation(kind, order_ids, rng, conn),
+    )
+    naive = []
+    for what, run, n in CONCURRENCY[:2]:
+        accounts_reset()
+        make = lambda rng, conn: transfer_operation("naive", ids[: args.hot], owner, rng, conn)  # noqa: E731
+        result = measure("naive", url, make, run, n, args.seconds, counter)
+        naive.append([what, result["done"] / args.seconds, *accounts_check(args.accounts)])
+    tables["naive"] = naive
+    return tables
+
+
+def body(args, tables: dict[str, list[list]]) -> str:
+    transfer_checks = ["money created (+) / destroyed (-)", "balances != ledger", "duplicate keys"]
+    order_checks = ["stock != items sold", "orders not paid once for their total", "duplicate keys"]
+    text = (
+        f"{args.seconds:g} s per run; PostgreSQL 18 (embedded, same machine) over a unix socket; "
+        "the machine's 2 cores were shared with another session's work, so compare ratios within "
+        "this run. Server CPU: the CPU time of each worker's backend process "
+        "(/proc/<pg_backend_pid()>/schedstat) over the run, per operation completed; client CPU: "
+        "the benchmark process(es), per operation. Refused operations (insufficient funds) are "
+        "not counted.\n\n"
+    )
+    for name, rows in tables.items():
+        if name == "naive":
+            continue
+        if name == "orders":
+            text += f"## order_place, 1 to 3 lines over {args.products:,} products\n\n"
+            text += table(HEADERS + order_checks, rows) + "\n\n"
+        else:
+            text += f"## transfer_create, {name}\n\n" + table(HEADERS + transfer_checks, rows)
+            text += "\n\n"
+    text += f"## What the guarantees buy: a naive read-modify-save() transfer, {args.hot} hot accounts\n\n"
+    text += table(["concurrency", "ops/s"] + transfer_checks, tables["naive"]) + "\n"
+    return text
 
 
 if __name__ == "__main__":
