@@ -18,7 +18,7 @@ ledger, no duplicate idempotency key; for orders, stock taken equal to the items
 paid once for its total, no duplicate key. A last table shows what the guarantees buy: a naive
 read-modify-``save()`` transfer on the hot accounts. Writes bench/results/transfers.md.
 
-    .venv/bin/python bench/transfers.py [--seconds 5] [--accounts 100000]
+    .venv/bin/python bench/transfers.py [--seconds 4] [--rounds 3] [--accounts 100000]
 """
 
 from __future__ import annotations
@@ -322,15 +322,50 @@ def row_for(label, what, result, seconds, floor) -> list:
     ]
 
 
-def series(url, seconds, counter, reset, check, make_operation) -> list[list]:
-    """Every implementation at every concurrency: one table row each, invariants checked."""
-    rows, floor = [], {}
-    for label, kind, threshold in IMPLEMENTATIONS:
-        prepared_statements(url, threshold)
-        for what, run, n in CONCURRENCY:
-            reset()
-            result = measure(kind, url, make_operation(kind), run, n, seconds, counter)
-            rows.append(row_for(label, what, result, seconds, floor) + check())
+def merged(total: dict | None, result: dict, checks: list) -> dict:
+    """The rounds of one implementation at one concurrency, added up."""
+    result = {**result, "checks": [checks]}
+    if total is None:
+        return result
+    for key in ("done", "refused", "errors", "client_cpu", "server_cpu", "retries"):
+        total[key] += result[key]
+    total["latencies"] += result["latencies"]
+    total["checks"] += result["checks"]
+    return total
+
+
+def worst(checks: list[list]) -> list:
+    """Per invariant over the rounds: the largest drift of money, the sum of the counts."""
+    columns = []
+    for values in zip(*checks, strict=True):
+        if isinstance(values[0], str):
+            columns.append(max(values, key=lambda v: abs(Decimal(v))))
+        else:
+            columns.append(sum(values))
+    return columns
+
+
+def series(url, args, counter, reset, check, make_operation) -> list[list]:
+    """Every implementation at every concurrency, invariants checked after every run.
+
+    The implementations take turns, round after round (in a rotating order), so that load from
+    elsewhere on a shared machine falls on all of them alike; each row adds up its rounds.
+    """
+    rows = []
+    for what, run, n in CONCURRENCY:
+        totals: dict[str, dict | None] = dict.fromkeys(label for label, _, _ in IMPLEMENTATIONS)
+        for round_ in range(args.rounds):
+            turn = IMPLEMENTATIONS[round_ % 3 :] + IMPLEMENTATIONS[: round_ % 3]
+            for label, kind, threshold in turn:
+                prepared_statements(url, threshold)
+                reset()
+                result = measure(kind, url, make_operation(kind), run, n, args.seconds, counter)
+                totals[label] = merged(totals[label], result, check())
+        floor: dict = {}
+        for label, _, _ in IMPLEMENTATIONS:
+            total = totals[label]
+            seconds = args.seconds * args.rounds
+            rows.append(row_for(label, what, total, seconds, floor) + worst(total["checks"]))
             print(" | ".join(str(x) for x in rows[-1]), file=sys.stderr)
     prepared_statements(url, None)
     return rows
@@ -355,7 +390,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=5, help="measured time per run")
+    parser.add_argument("--seconds", type=float, default=4, help="measured time per run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of each implementation, taking turns"
+    )
     parser.add_argument("--accounts", type=int, default=100_000, help="accounts, uniform case")
     parser.add_argument("--hot", type=int, default=10, help="accounts in the contended case")
     parser.add_argument("--products", type=int, default=1000, help="products for orders")
@@ -391,7 +429,7 @@ def run_all(args, url: str, counter) -> dict[str, list[list]]:
     ):
         tables[name] = series(
             url,
-            args.seconds,
+            args,
             counter,
             accounts_reset,
             lambda: accounts_check(args.accounts),
@@ -402,7 +440,7 @@ def run_all(args, url: str, counter) -> dict[str, list[list]]:
     order_ids = orders_populate(args.products, 1000)
     tables["orders"] = series(
         url,
-        args.seconds,
+        args,
         counter,
         orders_reset,
         orders_check,
@@ -422,7 +460,8 @@ def body(args, tables: dict[str, list[list]]) -> str:
     transfer_checks = ["money created (+) / destroyed (-)", "balances != ledger", "duplicate keys"]
     order_checks = ["stock != items sold", "orders not paid once for their total", "duplicate keys"]
     text = (
-        f"{args.seconds:g} s per run; PostgreSQL 18 (embedded, same machine) over a unix socket; "
+        f"{args.rounds} rounds of {args.seconds:g} s per row, the implementations taking turns "
+        "(rotating order) so load from elsewhere falls on all alike; PostgreSQL 18 (embedded, same machine) over a unix socket; "
         "the machine's 2 cores were shared with another session's work, so compare ratios within "
         "this run. Server CPU: the CPU time of each worker's backend process "
         "(/proc/<pg_backend_pid()>/schedstat) over the run, per operation completed; client CPU: "
