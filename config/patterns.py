@@ -146,6 +146,22 @@ PATTERNS: tuple[Pattern, ...] = (
         ("accounts:transfer_create",),
     ),
     Pattern(
+        "compiled-statements",
+        "dbops",
+        "Hot statements compiled once, prepared on the server",
+        "transfer_create and order_place build their statements with the ORM (select_for_update, "
+        "F(), the version check) once per process and bind new values into the same SQL on every "
+        "call, through connection.cursor(); with DB_PREPARE_THRESHOLD the server prepares them too.",
+        (
+            "dbops/statements.py CompiledSelect, CompiledUpdate, insert_sql, AnyOf",
+            "accounts/sql.py",
+            "orders/sql.py",
+            "config/database.py _prepared_statement_options",
+        ),
+        (Live("the benchmark", command=".venv/bin/python bench/transfers.py"),),
+        ("accounts:transfer_create", "orders:order_create"),
+    ),
+    Pattern(
         "errors-by-sqlstate",
         "dbops",
         "Database errors classified by SQLSTATE",
@@ -179,7 +195,8 @@ PATTERNS: tuple[Pattern, ...] = (
         "retried on deadlock.",
         (
             "accounts/services.py transfer_create, _transfer_write",
-            "accounts/locks.py accounts_lock",
+            "accounts/locks.py accounts_lock, ACCOUNTS_LOCK",
+            "accounts/sql.py BALANCES_MOVE",
         ),
         (Live("make a transfer", url_name="accounts:transfer_create"),),
         ("accounts:transfer_create",),
@@ -269,7 +286,7 @@ PATTERNS: tuple[Pattern, ...] = (
         "Stock without lost updates",
         "Stock taken with a version-checked F() update (WHERE version = v AND stock >= q), "
         "retried on a lost race, OutOfStock when really short; products updated in id order.",
-        ("orders/services.py _stock_take, order_place",),
+        ("orders/services.py _stock_take, order_place", "orders/sql.py STOCK_TAKE"),
         (Live("place an order", url_name="orders:order_create"),),
         ("orders:order_create",),
     ),
