@@ -18,7 +18,7 @@ ledger, no duplicate idempotency key; for orders, stock taken equal to the items
 paid once for its total, no duplicate key. A last table shows what the guarantees buy: a naive
 read-modify-``save()`` transfer on the hot accounts. Writes bench/results/transfers.md.
 
-    .venv/bin/python bench/transfers.py [--seconds 4] [--rounds 3] [--accounts 100000]
+    .venv/bin/python bench/transfers.py [--seconds 3] [--rounds 4] [--accounts 100000]
 """
 
 from __future__ import annotations
@@ -390,9 +390,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=4, help="measured time per run")
+    parser.add_argument("--seconds", type=float, default=3, help="measured time per run")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="runs of each implementation, taking turns"
+        "--rounds", type=int, default=4, help="runs of each implementation, taking turns"
     )
     parser.add_argument("--accounts", type=int, default=100_000, help="accounts, uniform case")
     parser.add_argument("--hot", type=int, default=10, help="accounts in the contended case")
