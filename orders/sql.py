@@ -67,6 +67,11 @@ PAYMENT_REFERENCE_SET = CompiledUpdate(
 )
 
 
+ORDER_FIELDS = ("customer", "status", "total", "idempotency_key")
+ITEM_FIELDS = ("order", "product", "quantity", "unit_price")
+PAYMENT_FIELDS = ("order", "method", "amount", "status", "reference")
+
+
 def _saved(instance, pk, created_at):
     instance.pk, instance.created_at = pk, created_at
     instance._state.adding = False
@@ -76,10 +81,9 @@ def _saved(instance, pk, created_at):
 
 def order_insert(*, customer_id: int, total: Decimal, idempotency_key: str | None) -> Order:
     """INSERT a pending order; the instance as ``Order.objects.create`` would return it."""
-    fields = ("customer", "status", "total", "idempotency_key")
     with connection.cursor() as cursor:
         cursor.execute(
-            insert_sql(Order, fields, returning=("id", "created_at")),
+            insert_sql(Order, ORDER_FIELDS, returning=("id", "created_at")),
             [customer_id, OrderStatus.PENDING.value, total, idempotency_key],
         )
         pk, created_at = cursor.fetchone()
@@ -94,21 +98,19 @@ def order_insert(*, customer_id: int, total: Decimal, idempotency_key: str | Non
 
 def items_insert(order: Order, lines: dict[int, int], products: dict[int, Product]) -> None:
     """One INSERT for every line of the order, in product id order."""
-    fields = ("order", "product", "quantity", "unit_price")
     values = []
     for product_id, quantity in sorted(lines.items()):
         values += [order.pk, product_id, quantity, products[product_id].price]
     with connection.cursor() as cursor:
-        cursor.execute(insert_sql(OrderItem, fields, rows=len(lines)), values)
+        cursor.execute(insert_sql(OrderItem, ITEM_FIELDS, rows=len(lines)), values)
 
 
 def payment_insert(order: Order, method: str) -> Payment:
     """INSERT a captured payment of the order's total, its reference still empty."""
-    fields = ("order", "method", "amount", "status", "reference")
     status = PaymentStatus.CAPTURED
     with connection.cursor() as cursor:
         cursor.execute(
-            insert_sql(Payment, fields, returning=("id", "created_at")),
+            insert_sql(Payment, PAYMENT_FIELDS, returning=("id", "created_at")),
             [order.pk, method, order.total, status.value, ""],
         )
         pk, created_at = cursor.fetchone()

@@ -6,12 +6,15 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import NOT_PROVIDED, F
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
-from accounts.models import Account
+from accounts.models import Account, LedgerEntry, Transfer
+from accounts.sql import LEDGER_FIELDS, TRANSFER_FIELDS
 from dbops.statements import AnyOf, CompiledSelect, CompiledUpdate, insert_sql
+from orders.models import Order, OrderItem, Payment
+from orders.sql import ITEM_FIELDS, ORDER_FIELDS, PAYMENT_FIELDS
 from tests.factories import account_create, user_create
 
 pytestmark = pytest.mark.django_db
@@ -81,3 +84,31 @@ def test_insert_sql_quotes_identifiers_and_leaves_database_defaults_out():
         'INSERT INTO "accounts_account" ("owner_id", "name", "balance") '
         'VALUES (%s, %s, %s), (%s, %s, %s) RETURNING "id", "created_at"'
     )
+
+
+def _left_to_the_database(field) -> bool:
+    """A column an INSERT may leave out and still write what ``Model.objects.create`` would:
+    the database's default, or NULL where the model has no default either."""
+    return field.db_default is not NOT_PROVIDED or (field.null and not field.has_default())
+
+
+@pytest.mark.parametrize(
+    "model, fields",
+    [
+        (Transfer, TRANSFER_FIELDS),
+        (LedgerEntry, LEDGER_FIELDS),
+        (Order, ORDER_FIELDS),
+        (OrderItem, ITEM_FIELDS),
+        (Payment, PAYMENT_FIELDS),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)
+def test_the_hot_path_inserts_name_every_column_the_orm_would_fill(model, fields):
+    """A field added with a Python default must join the hot path's INSERT, or fail here."""
+    listed = {model._meta.get_field(name) for name in fields}
+    missing = [
+        field.name
+        for field in model._meta.concrete_fields
+        if not field.primary_key and field not in listed and not _left_to_the_database(field)
+    ]
+    assert missing == []
