@@ -40,15 +40,21 @@ def _prepared_statement_options(env: StrictEnv) -> dict[str, Any]:
 
 
 def database_settings(
-    environ: Mapping[str, str], *, embedded_url: Callable[[], str] | None = None
+    environ: Mapping[str, str],
+    *,
+    embedded_url: Callable[[], str] | None = None,
+    embedded_replica_url: Callable[[], str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Build ``DATABASES`` (``default`` and, when configured, ``replica``).
 
-    With ``DATABASE_URL`` unset, ``embedded_url()`` starts (or finds) the embedded server.
+    With ``DATABASE_URL`` unset, ``embedded_url()`` starts (or finds) the embedded server, and
+    ``embedded_replica_url()`` (``EMBEDDED_PG_REPLICA=true``) its hot standby, unless
+    ``DATABASE_REPLICA_URL`` names one.
     """
     env = StrictEnv(environ)
     url = env.str("DATABASE_URL", default="").strip()
-    if not url:
+    embedded = not url
+    if embedded:
         if embedded_url is None:
             raise ImproperlyConfigured("Set the DATABASE_URL environment variable.")
         url = embedded_url()
@@ -87,6 +93,8 @@ def database_settings(
 
     databases = {"default": one("DATABASE_URL", url)}
     replica_url = env.str("DATABASE_REPLICA_URL", default="").strip()
+    if not replica_url and embedded and embedded_replica_url is not None:
+        replica_url = embedded_replica_url()
     if replica_url:
         databases["replica"] = one("DATABASE_REPLICA_URL", replica_url)
         databases["replica"]["TEST"] = {"MIRROR": "default"}

@@ -107,6 +107,26 @@ PATTERNS: tuple[Pattern, ...] = (
         ("health:status",),
     ),
     Pattern(
+        "replica-routing",
+        "dbops",
+        "Reads on a streaming replica, with read-your-writes",
+        "With DATABASE_REPLICA_URL (or EMBEDDED_PG_REPLICA=true), a request's reads go to the "
+        "replica; writes, transactions, commands and migrations to the primary. After a user "
+        "writes, that user reads from the primary until the replica has replayed the write's WAL "
+        "position; past DB_REPLICA_MAX_LAG_MS, or with the replica down, every read goes to the "
+        "primary. X-DB-Replica-Query-Count and the footer show where the queries went.",
+        (
+            "dbops/routing.py ReplicaRouter, ReplicaMonitor",
+            "dbops/middleware.py ReplicaRoutingMiddleware",
+            "devdb/embedded.py replica_start",
+        ),
+        (
+            Live("a hot standby for make run", command="EMBEDDED_PG_REPLICA=true make run"),
+            Live("replica health", url_name="health:status"),
+        ),
+        ("health:status",),
+    ),
+    Pattern(
         "query-count",
         "dbops",
         "Query count and database time of every response",

@@ -79,17 +79,6 @@ def not_valid_constraints(alias: str = "default") -> list[dict]:
     )
 
 
-def replica_lag_seconds(alias: str) -> float | None:
-    """Seconds since the last replayed transaction; None when the server is not a standby."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            "SELECT CASE WHEN pg_is_in_recovery()"
-            " THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END"
-        )
-        lag = cursor.fetchone()[0]
-        return None if lag is None else float(lag)
-
-
 def long_transactions(alias: str = "default", *, older_than_s: float = 60) -> list[dict]:
     """Sessions whose transaction has been open longer than ``older_than_s`` (any state)."""
     return _dicts(

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from dbops import catalog
+from dbops import catalog, routing
 from dbops.checks import pool_sizing
 from dbops.errors import error_text
 
@@ -90,6 +90,21 @@ def _pool_finding(alias: str) -> Finding:
     )
 
 
+def _replica_finding() -> Finding:
+    health = routing.monitor.refresh()
+    report = health.report()
+    if health.ok:
+        summary = f"ok: lag {report['lag_ms']:g} ms ({report['lag_bytes']:,} bytes of WAL), replayed to {report['replay_lsn']}"
+    else:
+        summary = f"degraded: {health.reason}; reads go to the primary"
+    return Finding(
+        "replica",
+        health.ok,
+        summary,
+        action="check the standby (running? streaming? replay paused?); DATABASE_REPLICA_URL",
+    )
+
+
 def examine(
     *, alias: str = "default", long_transaction_s: float = 60, idle_s: float = 30
 ) -> list[Finding]:
@@ -110,4 +125,6 @@ def examine(
         summary = check.found(len(rows)) if rows else check.clear
         findings.append(Finding(check.name, not rows, summary, rows, check.action))
     findings.append(_pool_finding(alias))
+    if alias == routing.PRIMARY and routing.replica_configured():
+        findings.append(_replica_finding())
     return findings

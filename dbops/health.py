@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connections
 
-from dbops import catalog
+from dbops import catalog, routing
 from dbops.errors import error_text
 
 
@@ -72,17 +72,22 @@ def readiness() -> tuple[bool, dict[str, Any]]:
             "reason": "database unreachable",
             "error": error_text(exc),
         }
-    if "replica" in connections:
-        try:
-            report["replica"] = {"lag_s": catalog.replica_lag_seconds("replica")}
-        except DatabaseError as exc:
-            _discard_broken_connection("replica")
-            report["replica"] = {"error": error_text(exc)}
+    if routing.replica_configured():
+        report.update(replica_report())
     if pending and getattr(settings, "HEALTH_FAIL_ON_PENDING_MIGRATIONS", False):
         report["status"] = "unavailable"
         report["reason"] = f"{len(pending)} unapplied migration(s): run manage.py migrate"
         return False, report
     return True, report
+
+
+def replica_report() -> dict[str, Any]:
+    """``replica``: ``ok`` or ``degraded``; the reason, lag and replay position beside it. A
+    degraded replica never makes the process unready: reads go to the primary meanwhile."""
+    health = routing.monitor.refresh().report()
+    report = {"replica": health.pop("status")}
+    report.update({f"replica_{key}": value for key, value in health.items()})
+    return report
 
 
 def _discard_broken_connection(alias: str) -> None:

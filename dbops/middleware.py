@@ -6,6 +6,7 @@ from django.template.response import TemplateResponse
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
 
+from dbops import routing
 from dbops.instrumentation import QueryStats, track_queries
 
 logger = logging.getLogger("dbops")
@@ -93,7 +94,59 @@ class QueryCountMiddleware:
     def _headers_add(response, stats):
         response.headers["X-DB-Query-Count"] = str(stats.count)
         response.headers["X-DB-Query-Time-Ms"] = f"{stats.total_ms:.1f}"
+        response.headers["X-DB-Replica-Query-Count"] = str(
+            stats.by_alias.get(routing.REPLICA, [0])[0]
+        )
         _fill_query_stats(response, stats)
+        return response
+
+
+class ReplicaRoutingMiddleware:
+    """Which server serves this request's reads (``dbops.routing``): opens the request's routing
+    state, runs a request that failed on the replica again on the primary (when it had written
+    nothing), and keeps a writer's WAL position in the session for read-your-writes.
+
+    Sync and async, like every middleware here. Without a ``replica`` alias it only passes the
+    request on.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        if not routing.replica_configured():
+            return self.get_response(request)
+        state, token = routing.request_begin(request)
+        try:
+            response = self.get_response(request)
+            if routing.failed_on_replica(state, response.status_code):
+                routing.retry_on_primary(state)
+                response = self.get_response(request)
+            routing.remember_writes(state)
+        finally:
+            routing.request_end(token)
+        return response
+
+    async def __acall__(self, request):
+        if not routing.replica_configured():
+            return await self.get_response(request)
+        state, token = routing.request_begin(request)
+        try:
+            response = await self.get_response(request)
+            if routing.failed_on_replica(state, response.status_code):
+                await sync_to_async(routing.retry_on_primary)(state)
+                response = await self.get_response(request)
+            await sync_to_async(routing.remember_writes)(state)
+        finally:
+            routing.request_end(token)
         return response
 
 

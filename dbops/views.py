@@ -10,7 +10,8 @@ from django.views.decorators.http import require_GET
 from dbops.health import readiness
 
 HEALTH_TOKEN_HEADER = "X-Health-Token"
-PUBLIC_FIELDS = ("status", "reason")
+# "replica" is "ok" or "degraded"; its reason (which may name hosts) is a detail.
+PUBLIC_FIELDS = ("status", "reason", "replica")
 
 DEV_SERVER_NOTE = (
     "Development server: runserver handles each browser connection in a thread of its own, and "

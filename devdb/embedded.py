@@ -162,7 +162,8 @@ def status(pgdata: Path) -> ServerStatus | None:
         lines = pid_file.read_text().splitlines()
     except (FileNotFoundError, PermissionError):
         return None
-    if len(lines) < 8 or lines[7].strip() != "ready":
+    # "standby": a hot standby that accepts read-only connections.
+    if len(lines) < 8 or lines[7].strip() not in ("ready", "standby"):
         return None
     pid = int(lines[0])
     try:
@@ -233,10 +234,7 @@ def start(
             return running
         init(pgdata, password=password)
         socket_dir = _socket_dir(pgdata)
-        if socket_dir != pgdata:
-            socket_dir.mkdir(mode=0o755, exist_ok=True)
-            if run_as := _run_as():
-                os.chown(socket_dir, run_as["user"], run_as["group"])
+        _socket_dir_make(socket_dir, pgdata)
         options = [f"-p {port}", f"-k {socket_dir}", f"-c listen_addresses='{listen}'"]
         options += [f"-c {name}={value}" for name, value in (settings or {}).items()]
         log = pgdata / "server.log"
@@ -296,6 +294,85 @@ def stop(pgdata: Path, *, mode: str = "fast") -> bool:
         return True
 
 
+def replica_pgdata(primary_pgdata: Path) -> Path:
+    """Where the hot standby of ``primary_pgdata`` keeps its data: beside it (``.pgdata-replica``)."""
+    primary_pgdata = Path(primary_pgdata).resolve()
+    return primary_pgdata.parent / f"{primary_pgdata.name}-replica"
+
+
+def replica_start(primary: ServerStatus, *, port: int | None = None) -> ServerStatus:
+    """Start (building it first if needed) a streaming hot standby of the running ``primary``.
+
+    Built with ``pg_basebackup -R -X stream`` from the same binary directory as the primary (an
+    older pg_basebackup refuses a newer server), run as the same user; it listens on its own socket
+    directory and port (the primary's port + 1 unless given). Safe from many processes at once.
+
+    A stopped standby is rebuilt from scratch (2-5 s for the development data): the primary keeps
+    no WAL for it (no replication slot, so an abandoned standby never fills the primary's disk),
+    and a copy left stopped may need WAL the primary has since recycled.
+    """
+    pgdata = replica_pgdata(primary.pgdata)
+    port = port or primary.port + 1
+    with _lock(pgdata):
+        running = status(pgdata)
+        if running is not None:
+            return running
+        _basebackup(primary, pgdata)
+        socket_dir = _socket_dir(pgdata)
+        _socket_dir_make(socket_dir, pgdata)
+        options = [f"-p {port}", f"-k {socket_dir}", "-c listen_addresses=''"]
+        # Streaming from the primary's socket: the connection string pg_basebackup -R wrote.
+        _pg(
+            "pg_ctl",
+            "-D",
+            str(pgdata),
+            "-l",
+            str(pgdata / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            " ".join(options),
+            "start",
+        )
+        return _wait_ready(pgdata)
+
+
+def _basebackup(primary: ServerStatus, pgdata: Path) -> None:
+    if pgdata.exists():
+        shutil.rmtree(pgdata)
+    pgdata.mkdir(mode=0o700)
+    if run_as := _run_as():
+        os.chown(pgdata, run_as["user"], run_as["group"])
+    _pg(
+        "pg_basebackup",
+        "-D",
+        str(pgdata),
+        "-R",
+        "-X",
+        "stream",
+        "-c",
+        "fast",
+        "-d",
+        f"host={primary.socket_dir} port={primary.port} user={SUPERUSER} "
+        "application_name=embedded_replica",
+    )
+    # The primary's log came along with its data directory; the standby starts its own.
+    (pgdata / "server.log").unlink(missing_ok=True)
+
+
+def _socket_dir_make(socket_dir: Path, pgdata: Path) -> None:
+    if socket_dir != pgdata:
+        socket_dir.mkdir(mode=0o755, exist_ok=True)
+        if run_as := _run_as():
+            os.chown(socket_dir, run_as["user"], run_as["group"])
+
+
+def replica_stop(primary_pgdata: Path) -> bool:
+    """Stop the standby of ``primary_pgdata``; False when it was not running."""
+    return stop(replica_pgdata(primary_pgdata))
+
+
 def database_url(pgdata: Path, database: str = DEFAULT_DATABASE, *, autostart: bool = True) -> str:
     """Start (or find) the project's embedded server and return a URL for ``database``.
 
@@ -309,6 +386,20 @@ def database_url(pgdata: Path, database: str = DEFAULT_DATABASE, *, autostart: b
     if running is not None:
         return running.url(database)
     return ServerStatus(pgdata, pid=0, port=5432, socket_dir=_socket_dir(pgdata), listen="").url(
+        database
+    )
+
+
+def replica_url(pgdata: Path, database: str = DEFAULT_DATABASE, *, autostart: bool = True) -> str:
+    """Start (or find) the primary and its hot standby; a URL for ``database`` on the standby."""
+    pgdata = Path(pgdata).resolve()
+    if autostart:
+        return replica_start(start(pgdata, database=database)).url(database)
+    running = status(replica_pgdata(pgdata))
+    if running is not None:
+        return running.url(database)
+    standby = replica_pgdata(pgdata)
+    return ServerStatus(standby, pid=0, port=5433, socket_dir=_socket_dir(standby), listen="").url(
         database
     )
 

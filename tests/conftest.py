@@ -18,3 +18,75 @@ def _strict_loading():
     Requests get their own scope from the middleware, threads from ``tests.helpers.in_threads``."""
     with zeal_context():
         yield
+
+
+@pytest.fixture(scope="session")
+def replica_server(django_db_setup, django_db_blocker):
+    """A streaming hot standby of the embedded primary the suite runs on, for the whole session
+    (built with pg_basebackup in a few seconds). Needs the embedded server: a replica of a server
+    named by DATABASE_URL is not this suite's to build."""
+    import os
+
+    from django.conf import settings
+
+    from devdb import embedded
+
+    if os.environ.get("DATABASE_URL"):
+        pytest.skip(
+            "replica tests build a standby of the embedded PostgreSQL; DATABASE_URL names a server "
+            "this suite does not own (run them with DATABASE_URL unset)"
+        )
+    primary = embedded.status(settings.BASE_DIR / ".pgdata")
+    assert primary is not None, "the embedded primary is not running"
+    standby = embedded.replica_start(primary)
+    yield standby
+    embedded.replica_stop(settings.BASE_DIR / ".pgdata")
+
+
+@pytest.fixture(scope="module")
+def replica_alias(replica_server):
+    """The ``replica`` alias on the standby (so the router is on) for one test module. Module
+    scope, so it exists before each test's database setup: mark the tests
+    ``django_db(transaction=True, databases=["default", "replica"])``."""
+    from django.db import connections
+
+    from dbops import routing
+
+    connections.settings[routing.REPLICA] = {
+        **connections["default"].settings_dict,
+        "HOST": str(replica_server.socket_dir),
+        "PORT": str(replica_server.port),
+        # Not flushed between tests: a standby is read-only and gets the primary's flush.
+        "TEST": {**connections["default"].settings_dict["TEST"], "MIRROR": "default"},
+    }
+    try:
+        yield replica_server
+    finally:
+        connections[routing.REPLICA].close()
+        del connections[routing.REPLICA]
+        del connections.settings[routing.REPLICA]
+        routing.monitor.reset()
+
+
+@pytest.fixture
+def replica(replica_alias):
+    """The standby, replay running and caught up with the primary, the router's memory fresh;
+    afterwards the alias is put back where it pointed."""
+    from django.db import connections
+
+    from dbops import routing
+    from tests.replica import Replica
+
+    saved = dict(connections.settings[routing.REPLICA])
+    routing.monitor.reset()
+    handle = Replica(replica_alias)
+    handle.resume()
+    handle.catch_up()
+    try:
+        yield handle
+    finally:
+        handle.resume()
+        connections[routing.REPLICA].close()
+        connections.settings[routing.REPLICA].update(saved)
+        connections[routing.REPLICA].settings_dict.update(saved)
+        routing.monitor.reset()

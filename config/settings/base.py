@@ -33,22 +33,37 @@ def databases(*, embedded: bool) -> dict:
     """DATABASES from DATABASE_URL. With ``embedded`` (local and test settings only) an unset
     DATABASE_URL starts (or finds) the development server under .pgdata/ instead; production passes
     False, so it refuses to start without DATABASE_URL and never starts a server of its own."""
-    embedded_url = None
+    embedded_url = embedded_replica_url = None
     if embedded:
+        autostart = env.bool("EMBEDDED_PG_AUTOSTART", default=True)
 
         def embedded_url() -> str:
             from devdb import embedded as server
 
-            return server.database_url(
-                BASE_DIR / ".pgdata", autostart=env.bool("EMBEDDED_PG_AUTOSTART", default=True)
-            )
+            return server.database_url(BASE_DIR / ".pgdata", autostart=autostart)
 
-    return database_settings(env.ENVIRON, embedded_url=embedded_url)
+        if env.bool("EMBEDDED_PG_REPLICA", default=False):
+
+            def embedded_replica_url() -> str:
+                from devdb import embedded as server
+
+                return server.replica_url(BASE_DIR / ".pgdata", autostart=autostart)
+
+    return database_settings(
+        env.ENVIRON, embedded_url=embedded_url, embedded_replica_url=embedded_replica_url
+    )
+
+
+# Reads to the replica, writes and transactions to the primary, read-your-writes: active only when
+# DATABASES has a "replica" (DATABASE_REPLICA_URL); without one it routes nothing.
+DATABASE_ROUTERS = ["dbops.routing.ReplicaRouter"]
 
 
 # Off on purpose: money services open durable transactions, which cannot nest in a request-wide one.
 ATOMIC_REQUESTS = False
 DB_SLOW_QUERY_MS = env.int("DB_SLOW_QUERY_MS", default=500, minimum=0)
+# Past this replica lag (measured by WAL position and replay progress), every read goes to the primary.
+DB_REPLICA_MAX_LAG_MS = env.int("DB_REPLICA_MAX_LAG_MS", default=2000, minimum=0)
 WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=2, minimum=1)
 
 # CACHES
@@ -89,6 +104,9 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    # After the sessions (it keeps a writer's WAL position there), before anything reads the
+    # database for the request: which server serves this request's reads.
+    "dbops.middleware.ReplicaRoutingMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

@@ -171,3 +171,10 @@ def test_query_count_middleware_runs_natively_in_both_modes():
 
     assert iscoroutinefunction(QueryCountMiddleware(async_view))
     assert not iscoroutinefunction(QueryCountMiddleware(lambda request: None))
+
+
+@pytest.mark.django_db
+def test_without_a_replica_every_response_says_no_query_went_to_one(client):
+    response = client.get("/health/ready")
+    assert int(response["X-DB-Query-Count"]) > 0
+    assert response["X-DB-Replica-Query-Count"] == "0"

@@ -210,3 +210,41 @@ def test_production_refuses_to_start_without_database_url():
     )
     assert result.returncode != 0
     assert "Set the DATABASE_URL environment variable" in result.stderr
+
+
+def test_embedded_replica_is_used_only_with_the_embedded_primary():
+    def primary():
+        return "postgres://postgres@%2Ftmp%2Fp:5432/app"
+
+    def standby():
+        return "postgres://postgres@%2Ftmp%2Fr:5433/app"
+
+    dbs = database_settings({}, embedded_url=primary, embedded_replica_url=standby)
+    assert dbs["replica"]["HOST"] == "/tmp/r" and dbs["replica"]["PORT"] == 5433
+    # A server named by DATABASE_URL gets no embedded standby.
+    assert "replica" not in database_settings({"DATABASE_URL": URL}, embedded_replica_url=standby)
+    # DATABASE_REPLICA_URL wins over the embedded one.
+    dbs = database_settings(
+        {"DATABASE_REPLICA_URL": URL}, embedded_url=primary, embedded_replica_url=standby
+    )
+    assert dbs["replica"]["HOST"] == "db.internal"
+
+
+def test_replica_lag_ceiling_is_read_and_checked():
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.DB_REPLICA_MAX_LAG_MS)",
+        ],
+        cwd=ROOT,
+        env={
+            **__import__("os").environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DB_REPLICA_MAX_LAG_MS": "750",
+            "DATABASE_URL": URL,
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert run.stdout.strip() == "750", run.stderr

@@ -74,3 +74,35 @@ def test_start_from_several_processes_at_once_gives_one_server(server_dir):
         assert len(pids) == 1 and pids != {""}
     finally:
         embedded.stop(pgdata)
+
+
+def test_a_replica_is_a_streaming_hot_standby_of_the_primary(server_dir):
+    pgdata = server_dir / "data"
+    try:
+        primary = embedded.start(pgdata, port=free_port_for_socket(), database="app")
+        standby = embedded.replica_start(primary)
+        assert (
+            standby.pgdata == embedded.replica_pgdata(pgdata) and standby.port == primary.port + 1
+        )
+        with psycopg.connect(primary.socket_url("app"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE streamed (n int)")
+            conn.execute("INSERT INTO streamed VALUES (42)")
+            lsn = conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
+        with psycopg.connect(standby.socket_url("app"), autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+            while not conn.execute("SELECT pg_last_wal_replay_lsn() >= %s", [lsn]).fetchone()[0]:
+                pass  # replay is an event a few milliseconds away
+            assert conn.execute("SELECT n FROM streamed").fetchone()[0] == 42
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("INSERT INTO streamed VALUES (1)")
+        # Started again, it is found, not rebuilt.
+        assert embedded.replica_start(primary).pid == standby.pid
+    finally:
+        embedded.replica_stop(pgdata)
+        embedded.stop(pgdata)
+    assert embedded.status(embedded.replica_pgdata(pgdata)) is None
+
+
+def free_port_for_socket() -> int:
+    """Unix sockets only: any port number is free in a directory of our own."""
+    return 6543

@@ -1,0 +1,379 @@
+"""Reads to a streaming replica, writes and transactions to the primary, and read-your-writes.
+
+Active only when ``DATABASES`` has a ``replica`` alias (``DATABASE_REPLICA_URL``). The rules:
+
+- Only the reads of a web request (``ReplicaRoutingMiddleware``) may go to the replica. Management
+  commands, migrations, scripts and shells have no request and read from the primary.
+- Writes, and every read inside a transaction (``atomic``, ``select_for_update``, the services),
+  go to the primary. So does every read of a request after it wrote anything.
+- Read-your-writes, the way GitLab's load balancer does it: after a request that wrote, the
+  primary's WAL insert position (``pg_current_wal_insert_lsn()``) is kept in the user's session.
+  That user's reads go to the replica only once ``pg_last_wal_replay_lsn()`` there has reached it;
+  until then they go to the primary. Users who wrote nothing read from the replica at once.
+- Lag ceiling (``DB_REPLICA_MAX_LAG_MS``): past it, every read goes to the primary. Lag is measured
+  by LSN distance and replay progress: how long ago the primary had first flushed WAL that the
+  replica has still not replayed (``ReplicaMonitor``). Not ``pg_last_xact_replay_timestamp()``,
+  which grows whenever the primary is idle, nor ``replay_lag``, which reads near zero while replay
+  is paused.
+- A replica that is down, refuses connections, is killed mid-request or cancels a query for a
+  recovery conflict: the request is served from the primary (the middleware runs a request again
+  on the primary when it failed on the replica before writing anything), and the replica is tried
+  again after a back-off that doubles from 1 s up to 30 s.
+
+Sessions and the login throttle's records are always read from the primary: the session holds the
+WAL position that read-your-writes needs, and a login must see its own session at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+from dbops.errors import error_text, sqlstate
+
+PRIMARY = "default"
+REPLICA = "replica"
+# The session key holding the WAL position of the user's last write.
+SESSION_LSN_KEY = "_dbops_wal_lsn"
+PRIMARY_ONLY_APPS = frozenset({"sessions", "axes", "migrations"})
+# On a standby these can only be recovery conflicts (serialization failure, deadlock with the
+# startup process, database dropped) or the server going away.
+REPLICA_FAILURE_STATES = frozenset({"40001", "40P01", "57P04", "57P01", "57P02", "57P03"})
+# Statements that only read (anything else on the primary counts as a write).
+READ_ONLY_PREFIXES = ("SELECT", "SHOW", "EXPLAIN", "VALUES")
+
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+HEALTH_INTERVAL_S = 0.5
+
+
+def replica_configured() -> bool:
+    return REPLICA in connections.settings
+
+
+def lsn_int(lsn: str) -> int:
+    """'16/B374D848' as a number of bytes."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+@dataclass(frozen=True)
+class ReplicaHealth:
+    ok: bool
+    reason: str = ""
+    lag_ms: float | None = None
+    lag_bytes: int | None = None
+    replay_lsn: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"status": "ok" if self.ok else "degraded"}
+        if self.reason:
+            report["reason"] = self.reason
+        if self.lag_ms is not None:
+            report["lag_ms"] = round(self.lag_ms, 1)
+            report["lag_bytes"] = self.lag_bytes
+        if self.replay_lsn is not None:
+            report["replay_lsn"] = self.replay_lsn
+        return report
+
+
+class ReplicaMonitor:
+    """One per process: is the replica fit to serve reads, and how far behind is it.
+
+    Checked at most every ``HEALTH_INTERVAL_S`` by whichever request needs an answer (two tiny
+    queries: the primary's flushed WAL position, the replica's replayed one). Lag: the monitor
+    remembers when it first saw the primary at each WAL position; the replica's lag is the age of
+    the oldest position it has not replayed yet (zero once it has replayed all it was sent).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._samples: deque[tuple[float, int]] = deque(maxlen=100_000)
+        self.health = ReplicaHealth(ok=True, reason="not checked yet")
+        self.checked_at: float | None = None
+        self.failures = 0
+        self.down_until = 0.0
+
+    @property
+    def max_lag_ms(self) -> float:
+        return settings.DB_REPLICA_MAX_LAG_MS
+
+    def usable(self) -> bool:
+        """May reads go to the replica now? Refreshes the health when it is due."""
+        if self.clock() < self.down_until:
+            return False
+        if self.checked_at is None or self.clock() - self.checked_at >= HEALTH_INTERVAL_S:
+            self.refresh()
+        return self.health.ok
+
+    def refresh(self) -> ReplicaHealth:
+        # One refresh at a time; the others keep the last answer. Never on an event loop: these
+        # are synchronous queries.
+        if _in_event_loop() or not self._lock.acquire(blocking=False):
+            return self.health
+        try:
+            now = self.clock()
+            if now < self.down_until:
+                return self.health
+            self.checked_at = now
+            self.health = self._measure(now)
+            return self.health
+        finally:
+            self._lock.release()
+
+    def _measure(self, now: float) -> ReplicaHealth:
+        try:
+            primary_lsn = _one(PRIMARY, "SELECT pg_current_wal_flush_lsn()::text")
+        except DatabaseError:
+            # The primary's trouble is not the replica's: readiness reports it on its own.
+            return self.health
+        try:
+            in_recovery, replay = _row(
+                REPLICA, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
+            )
+        except DatabaseError as exc:
+            return self.mark_down(f"unreachable: {error_text(exc)}")
+        if not in_recovery or replay is None:
+            return self.mark_down("not a standby: the server is not in recovery (promoted?)")
+        self.failures = 0
+        primary, replayed = lsn_int(primary_lsn), lsn_int(replay)
+        if not self._samples or primary > self._samples[-1][1]:
+            self._samples.append((now, primary))
+        while self._samples and self._samples[0][1] <= replayed:
+            self._samples.popleft()
+        lag_ms = (now - self._samples[0][0]) * 1000 if self._samples else 0.0
+        health = ReplicaHealth(
+            ok=True, lag_ms=lag_ms, lag_bytes=max(0, primary - replayed), replay_lsn=replay
+        )
+        if lag_ms > self.max_lag_ms:
+            return ReplicaHealth(
+                ok=False,
+                reason=f"lagging {lag_ms:.0f} ms behind the primary (ceiling {self.max_lag_ms:g} ms)",
+                lag_ms=health.lag_ms,
+                lag_bytes=health.lag_bytes,
+                replay_lsn=replay,
+            )
+        return health
+
+    def mark_down(self, reason: str) -> ReplicaHealth:
+        """Reads leave the replica for a back-off that doubles with each failure in a row."""
+        self.failures += 1
+        backoff = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
+        self.down_until = self.clock() + backoff
+        self.checked_at = None
+        self.health = ReplicaHealth(ok=False, reason=f"{reason}; retried in {backoff:g} s")
+        _close_quietly(REPLICA)
+        return self.health
+
+    def reset(self) -> None:
+        """Forget everything (tests, and after the replica was rebuilt)."""
+        self._samples.clear()
+        self.health = ReplicaHealth(ok=True, reason="not checked yet")
+        self.checked_at = None
+        self.failures = 0
+        self.down_until = 0.0
+
+
+monitor = ReplicaMonitor()
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _row(alias: str, sql: str, params=()) -> tuple:
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def _one(alias: str, sql: str, params=()) -> Any:
+    return _row(alias, sql, params)[0]
+
+
+def _close_quietly(alias: str) -> None:
+    try:
+        connections[alias].close()
+    except DatabaseError:
+        pass
+
+
+def is_replica_failure(exc: BaseException) -> bool:
+    """A connection lost or refused, or a query cancelled by recovery on the standby."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DatabaseError) and sqlstate(exc) in REPLICA_FAILURE_STATES
+
+
+@dataclass
+class RequestRouting:
+    """What the router knows about the request in progress (a context variable, so the async
+    ORM's worker threads see the same object)."""
+
+    request: Any = None
+    pinned_reason: str = ""  # non-empty: every read of this request goes to the primary
+    wrote: bool = False
+    session_checked: bool = False
+    replica_reads: int = 0
+    replica_error: BaseException | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def pin(self, reason: str) -> None:
+        if not self.pinned_reason:
+            self.pinned_reason = reason
+
+
+_current: ContextVar[RequestRouting | None] = ContextVar("dbops_routing", default=None)
+
+
+def current() -> RequestRouting | None:
+    return _current.get()
+
+
+def _session_lsn_caught_up(state: RequestRouting) -> bool:
+    """Has the replica replayed this user's last write? Forgets the position once it has."""
+    session = getattr(state.request, "session", None)
+    lsn = session.get(SESSION_LSN_KEY) if session is not None else None
+    if not lsn:
+        return True
+    try:
+        caught_up = _one(REPLICA, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn])
+    except DatabaseError as exc:
+        monitor.mark_down(f"unreachable: {error_text(exc)}")
+        return False
+    if caught_up:
+        session.pop(SESSION_LSN_KEY, None)
+    return bool(caught_up)
+
+
+def replica_allowed(state: RequestRouting | None) -> bool:
+    if state is None or state.pinned_reason or state.wrote:
+        return False
+    if connections[PRIMARY].in_atomic_block:
+        return False
+    if not monitor.usable():
+        return False
+    try:
+        connections[REPLICA].ensure_connection()
+    except DatabaseError as exc:
+        monitor.mark_down(f"unreachable: {error_text(exc)}")
+        state.pin("replica unreachable")
+        return False
+    if not state.session_checked:
+        state.session_checked = True
+        if not _session_lsn_caught_up(state):
+            state.pin("read-your-writes: the replica has not replayed this user's last write")
+            return False
+    return not state.pinned_reason
+
+
+class ReplicaRouter:
+    """``DATABASE_ROUTERS`` entry; routes nothing unless a ``replica`` alias is configured."""
+
+    def db_for_read(self, model, **hints):
+        if not replica_configured():
+            return None
+        if model._meta.app_label in PRIMARY_ONLY_APPS:
+            return PRIMARY
+        state = current()
+        if replica_allowed(state):
+            state.replica_reads += 1
+            return REPLICA
+        return PRIMARY
+
+    def db_for_write(self, model, **hints):
+        if not replica_configured():
+            return None
+        state = current()
+        if state is not None:
+            state.wrote = True
+        return PRIMARY
+
+    def allow_relation(self, obj1, obj2, **hints):
+        if not replica_configured():
+            return None
+        return {obj1._state.db, obj2._state.db} <= {PRIMARY, REPLICA, None}
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        if not replica_configured():
+            return None
+        return db == PRIMARY
+
+
+def observe(execute, sql, params, many, context):
+    """Execute wrapper on every connection: notes a request's writes on the primary (raw SQL
+    included, which no router sees) and the replica's failures."""
+    state = _current.get()
+    if state is None:
+        return execute(sql, params, many, context)
+    alias = context["connection"].alias
+    if alias == PRIMARY and not state.wrote:
+        if not sql.lstrip().upper().startswith(READ_ONLY_PREFIXES):
+            state.wrote = True
+    try:
+        return execute(sql, params, many, context)
+    except DatabaseError as exc:
+        if alias == REPLICA and is_replica_failure(exc):
+            state.replica_error = exc
+        raise
+
+
+def observe_connection(connection, **kwargs) -> None:
+    """Put ``observe`` on this connection object, once (a ``connection_created`` receiver too)."""
+    if observe not in connection.execute_wrappers:
+        connection.execute_wrappers.append(observe)
+
+
+def write_position() -> str | None:
+    """The primary's WAL insert position now: what a reader of this user's writes must wait for."""
+    try:
+        return _one(PRIMARY, "SELECT pg_current_wal_insert_lsn()::text")
+    except DatabaseError:
+        return None
+
+
+def request_begin(request) -> tuple[RequestRouting, Any]:
+    for alias in connections:
+        observe_connection(connections[alias])
+    state = RequestRouting(request=request)
+    return state, _current.set(state)
+
+
+def request_end(token) -> None:
+    _current.reset(token)
+
+
+def remember_writes(state: RequestRouting) -> None:
+    """After a request that wrote: keep the primary's WAL position in the user's session."""
+    session = getattr(state.request, "session", None)
+    if not state.wrote or session is None:
+        return
+    lsn = write_position()
+    if lsn is not None:
+        session[SESSION_LSN_KEY] = lsn
+
+
+def failed_on_replica(state: RequestRouting, status_code: int) -> bool:
+    """Did the request fail because of the replica, before any write (so it may run again)?"""
+    return status_code >= 500 and state.replica_error is not None and not state.wrote
+
+
+def retry_on_primary(state: RequestRouting) -> None:
+    """Ready the request to run again with every read on the primary."""
+    monitor.mark_down(f"failed mid-request: {error_text(state.replica_error)}")
+    state.replica_error = None
+    state.pin("the replica failed during this request")

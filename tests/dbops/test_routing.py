@@ -1,0 +1,210 @@
+"""Reads on a real streaming replica, writes on the primary, read-your-writes, the lag ceiling and
+a replica that fails: against a hot standby of the test server (tests/conftest.py ``replica``),
+its lag made deterministic by pausing replay."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connections, transaction
+from django.test import AsyncClient, Client
+from zeal import zeal_context
+
+from accounts.models import Account
+from dbops import routing
+from dbops.doctor import examine
+from orders.models import Product
+from tests.factories import account_create, product_create, user_create
+from tests.helpers import HEALTH_HEADERS, HEALTH_TOKEN
+
+REPLICA_COUNT = "X-DB-Replica-Query-Count"
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(routing.monitor, "clock", fake)
+    return fake
+
+
+def logged_in(user) -> Client:
+    """A client of its own, logged in (its own N+1 scope: one login, not a loop of them)."""
+    client = Client()
+    with zeal_context():
+        client.force_login(user)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _health_token(settings):
+    settings.HEALTH_TOKEN = HEALTH_TOKEN
+
+
+@pytest.fixture
+def alice(replica):
+    user = user_create("alice")
+    account = account_create(owner=user, name="Old-name-x1", balance="100.00")
+    replica.catch_up()
+    return user, account
+
+
+def test_a_user_who_wrote_nothing_reads_from_the_replica(alice):
+    user, account = alice
+    response = logged_in(user).get("/accounts/")
+    assert response.status_code == 200
+    assert b"Old-name-x1" in response.content
+    # Every read but the session's went to the standby.
+    assert int(response[REPLICA_COUNT]) >= 2
+    assert int(response[REPLICA_COUNT]) < int(response["X-DB-Query-Count"])
+
+
+def test_reads_inside_a_transaction_and_outside_a_request_go_to_the_primary(alice):
+    router = routing.ReplicaRouter()
+    assert router.db_for_read(Account) == "default"  # no request: a command, a shell
+    state, token = routing.request_begin(None)
+    try:
+        assert router.db_for_read(Account) == "replica"
+        with transaction.atomic():
+            assert router.db_for_read(Account) == "default"
+        assert router.db_for_write(Account) == "default"
+        # After a write, the rest of the request reads from the primary.
+        assert router.db_for_read(Account) == "default"
+    finally:
+        routing.request_end(token)
+
+
+def test_migrations_run_on_the_primary_only(replica):
+    router = routing.ReplicaRouter()
+    assert router.allow_migrate("default", "accounts") is True
+    assert router.allow_migrate("replica", "accounts") is False
+
+
+def test_a_writer_reads_its_write_while_the_replica_has_not_replayed_it(alice, replica):
+    user, account = alice
+    writer, bystander = logged_in(user), logged_in(user_create("bob"))
+    replica.pause()
+    response = writer.post(
+        f"/accounts/{account.pk}/edit/", {"name": "Renamed", "version": account.version}
+    )
+    assert response.status_code == 302
+    # The standby really is behind: it still has the old name.
+    assert (
+        replica.value("SELECT name FROM accounts_account WHERE id = %s", [account.pk])
+        == "Old-name-x1"
+    )
+    page = writer.get("/accounts/")
+    assert b"Renamed" in page.content and b"Old-name-x1" not in page.content
+    # The one query on the replica asked how far it has replayed; every read came from the primary.
+    assert page[REPLICA_COUNT] == "1"
+    # Someone who wrote nothing keeps reading from the replica meanwhile.
+    assert int(bystander.get("/accounts/")[REPLICA_COUNT]) > 0
+
+    replica.resume()
+    replica.catch_up()
+    page = writer.get("/accounts/")
+    assert b"Renamed" in page.content
+    assert int(page[REPLICA_COUNT]) > 0  # caught up: back on the replica
+    assert routing.SESSION_LSN_KEY not in writer.session
+
+
+def test_lag_past_the_ceiling_sends_every_read_to_the_primary(alice, replica, clock, settings):
+    user, _ = alice
+    settings.DB_REPLICA_MAX_LAG_MS = 2000
+    client = logged_in(user)
+    replica.pause()
+    assert routing.monitor.refresh().ok
+    product_create()  # WAL the standby will not replay while paused
+    routing.monitor.refresh()  # the primary seen at this position now
+    clock.now += 1.9
+    assert routing.monitor.refresh().ok
+    clock.now += 0.2
+    health = routing.monitor.refresh()
+    assert not health.ok and "lagging 2100 ms" in health.reason
+    assert client.get("/accounts/")[REPLICA_COUNT] == "0"
+
+    ready = client.get("/health/ready", headers=HEALTH_HEADERS)
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["replica"] == "degraded" and "ceiling 2000 ms" in body["replica_reason"]
+    assert body["replica_lag_bytes"] > 0
+    assert Client().get("/health/ready").json() == {"status": "ok", "replica": "degraded"}
+    doctor = {f.check: f for f in examine()}["replica"]
+    assert not doctor.ok and "lagging" in doctor.summary
+
+    replica.resume()
+    replica.catch_up()
+    clock.now += 0.5
+    health = routing.monitor.refresh()
+    assert health.ok and health.lag_ms == 0
+    assert int(client.get("/accounts/")[REPLICA_COUNT]) > 0
+
+
+def test_an_idle_primary_is_not_lag(alice, replica, clock):
+    """pg_last_xact_replay_timestamp() would grow here; replay progress says the standby is current."""
+    user, _ = alice
+    routing.monitor.refresh()
+    clock.now += 3600
+    health = routing.monitor.refresh()
+    assert health.ok and health.lag_ms == 0
+    assert {f.check: f for f in examine()}["replica"].ok
+
+
+def test_an_unreachable_replica_is_skipped_and_reported(alice, clock):
+    user, _ = alice
+    connections["replica"].close()
+    connections["replica"].settings_dict.update(HOST="127.0.0.1", PORT="1")
+    response = logged_in(user).get("/accounts/")
+    assert response.status_code == 200 and b"Old-name-x1" in response.content
+    assert response[REPLICA_COUNT] == "0"
+    body = Client().get("/health/ready", headers=HEALTH_HEADERS).json()
+    assert body["status"] == "ok" and body["replica"] == "degraded"
+    assert "unreachable" in body["replica_reason"] and "retried in" in body["replica_reason"]
+    # Backed off: no further attempt until the back-off is over.
+    assert not routing.monitor.usable()
+    clock.now += routing.BACKOFF_MAX_S
+    assert not routing.monitor.usable()  # tried again, still down: a longer back-off
+    assert routing.monitor.failures == 2
+
+
+def test_a_replica_killed_mid_request_is_served_from_the_primary(alice, replica):
+    user, _ = alice
+    client = logged_in(user)
+    killed = []
+
+    def kill_the_replica_backend(execute, sql, params, many, context):
+        if context["connection"].alias == "replica" and "accounts_account" in sql and not killed:
+            killed.append(context["connection"].connection.info.backend_pid)
+            with replica.connect() as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [killed[0]])
+        return execute(sql, params, many, context)
+
+    connections["replica"].ensure_connection()
+    with connections["replica"].execute_wrapper(kill_the_replica_backend):
+        response = client.get("/accounts/")
+    assert killed
+    assert response.status_code == 200 and b"Old-name-x1" in response.content
+    health = routing.monitor.health
+    assert not health.ok and "failed mid-request" in health.reason
+
+
+def test_async_views_read_from_the_replica(replica):
+    product = product_create()
+    replica.catch_up()
+    client = Client()
+    client.force_login(user_create())
+    aclient = AsyncClient()
+    aclient.cookies = client.cookies
+    response = async_to_sync(aclient.get)(f"/orders/products/{product.pk}/")
+    assert response.status_code == 200
+    assert product.name.encode() in response.content
+    assert int(response[REPLICA_COUNT]) >= 1
+    assert Product.objects.filter(pk=product.pk).exists()
