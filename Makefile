@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test serve serve-asgi bench lint format clean screenshots
+.PHONY: install run test test-pgbouncer serve serve-asgi bench lint format clean screenshots
 
 $(VENV)/.installed: pyproject.toml
 	@echo "Installing Django, psycopg, PostgreSQL binaries and the test tools into $(VENV)/ (first time: about a minute)..."
@@ -27,6 +27,14 @@ run: install  ## migrate, load demo data, serve on http://$(HOST):$(PORT) (make 
 
 test: install  ## the whole suite against real PostgreSQL (embedded unless DATABASE_URL is set), browser group included
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests of transfers, orders, concurrency, retries and the backfill, again through a real
+# PgBouncer in transaction mode (Debian's pgbouncer), plus the session-state checks; CI runs it.
+PGBOUNCER_TESTS := tests/accounts/test_services.py tests/accounts/test_concurrency.py \
+	tests/orders/test_services.py tests/orders/test_concurrency.py tests/dbops/test_retry.py \
+	tests/dbops/test_backfill.py tests/dbops/test_pgbouncer.py
+test-pgbouncer: install  ## those tests through PgBouncer (apt-get install pgbouncer)
+	$(PY) -m pytest --pgbouncer $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 
 screenshots: install  ## the main pages at 1280 and 400 px, into docs/screenshots/ (needs chromium)
 	$(PY) -m pytest -q tests/browser/screenshots.py

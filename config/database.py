@@ -66,6 +66,7 @@ def database_settings(
     connect_timeout = env.int("DB_CONNECT_TIMEOUT", default=10, minimum=1)
     prepared = _prepared_statement_options(env)
     pool = _pool_options(env) if use_pool else None
+    pgbouncer = env.bool("DB_PGBOUNCER", default=False)
 
     def one(name: str, raw_url: str) -> dict[str, Any]:
         try:
@@ -78,17 +79,14 @@ def database_settings(
             raise ImproperlyConfigured(
                 f"{name} must be a postgres:// URL: this project runs on PostgreSQL only."
             )
-        options = config.setdefault("OPTIONS", {})
-        options.setdefault("connect_timeout", connect_timeout)
-        options.setdefault("application_name", APPLICATION_NAME)
-        # Applied by the server at connection start, so it holds for pooled connections too.
-        server_options = f"-c statement_timeout={statement_timeout_ms}"
-        options["options"] = (
-            f"{options['options']} {server_options}" if "options" in options else server_options
+        _options_add(
+            config,
+            connect_timeout,
+            statement_timeout_ms,
+            prepared=prepared,
+            pool=pool,
+            pgbouncer=pgbouncer,
         )
-        options.update(prepared)
-        if pool:
-            options["pool"] = dict(pool)
         return config
 
     databases = {"default": one("DATABASE_URL", url)}
@@ -99,3 +97,55 @@ def database_settings(
         databases["replica"] = one("DATABASE_REPLICA_URL", replica_url)
         databases["replica"]["TEST"] = {"MIRROR": "default"}
     return databases
+
+
+def _options_add(
+    config: dict[str, Any],
+    connect_timeout: int,
+    statement_timeout_ms: int,
+    *,
+    prepared: dict[str, Any],
+    pool: dict[str, Any] | None,
+    pgbouncer: bool,
+) -> None:
+    options = config.setdefault("OPTIONS", {})
+    options.setdefault("connect_timeout", connect_timeout)
+    options.setdefault("application_name", APPLICATION_NAME)
+    # Before the PgBouncer profile, which refuses prepared statements.
+    options.update(prepared)
+    if pgbouncer:
+        pgbouncer_profile(config)
+    else:
+        # Applied by the server at connection start, so it holds for pooled connections too.
+        server_options = f"-c statement_timeout={statement_timeout_ms}"
+        options["options"] = (
+            f"{options['options']} {server_options}" if "options" in options else server_options
+        )
+    if pool:
+        options["pool"] = dict(pool)
+
+
+def pgbouncer_profile(config: dict[str, Any]) -> None:
+    """Settings for PgBouncer in transaction mode (``DB_PGBOUNCER=true``), where each transaction
+    may run on a different server connection, shared with other clients:
+
+    - no server-side cursors (a named cursor lives in one server session);
+    - no named prepared statements: Django's default (``prepare_threshold`` unset) is kept, and a
+      configured one is refused, since PgBouncer before 1.21 cannot follow them;
+    - no session state: no ``options`` startup parameter (PgBouncer refuses it; set
+      ``statement_timeout`` on the role instead: ``ALTER ROLE app SET statement_timeout = '30s'``),
+      and ``PGBOUNCER`` marks the alias so that work needing a session setting refuses to run
+      (``dbops.pooling``);
+    - ``CONN_MAX_AGE`` as configured: a client connection to PgBouncer holds no server connection
+      between transactions, so keeping it costs the server nothing and saves a connect per request.
+    """
+    options = config["OPTIONS"]
+    if options.get("prepare_threshold") is not None or options.get("server_side_binding"):
+        raise ImproperlyConfigured(
+            "DB_PGBOUNCER=true with DB_PREPARE_THRESHOLD set (or prepare_threshold, "
+            "server_side_binding in OPTIONS): named prepared statements break on PgBouncer before "
+            "1.21 in transaction mode; unset DB_PREPARE_THRESHOLD behind the pooler."
+        )
+    options.pop("options", None)
+    config["DISABLE_SERVER_SIDE_CURSORS"] = True
+    config["PGBOUNCER"] = True

@@ -127,6 +127,21 @@ PATTERNS: tuple[Pattern, ...] = (
         ("health:status",),
     ),
     Pattern(
+        "pgbouncer",
+        "dbops",
+        "Behind PgBouncer in transaction mode",
+        "DB_PGBOUNCER=true: no server-side cursors, no named prepared statements, no session "
+        "state (transaction-local timeouts, the backfill's lock a lease in its row). Migrations "
+        "that need a session setting refuse the pooler and name the direct URL (dbops.W003).",
+        (
+            "config/database.py pgbouncer_profile",
+            "dbops/pooling.py require_direct",
+            "dbops/backfill/lease.py",
+            "devdb/pgbouncer.py running",
+        ),
+        (Live("the tests through a real PgBouncer", command="make test-pgbouncer"),),
+    ),
+    Pattern(
         "query-count",
         "dbops",
         "Query count and database time of every response",

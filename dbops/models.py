@@ -39,6 +39,12 @@ class BackfillRun(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # One run per target at a time (dbops/backfill/lease.py): no session-level advisory lock, so
+    # a run behind PgBouncer in transaction mode leaves nothing on a pooled server connection.
+    lease_owner = models.CharField(
+        max_length=200, blank=True, default="", help_text="host:pid:token of the running command"
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-pk"]

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 from django.db import connections
 
+from dbops.pooling import require_direct
+
 # Services that lock rows wait this long before giving up (and being retried): a stuck transaction
 # elsewhere then costs a caller seconds, not the whole statement timeout.
 SERVICE_LOCK_TIMEOUT_MS = 2000
@@ -33,6 +35,7 @@ def _setting(name: str, milliseconds: int, using: str | None) -> Iterator[None]:
             cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
         yield
         return
+    require_direct(connection.alias, f"{name} outside a transaction")
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting(%s), set_config(%s, %s, false)", [name, name, value])
         previous = cursor.fetchone()[0]

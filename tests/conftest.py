@@ -90,3 +90,64 @@ def replica(replica_alias):
         connections.settings[routing.REPLICA].update(saved)
         connections[routing.REPLICA].settings_dict.update(saved)
         routing.monitor.reset()
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--pgbouncer",
+        action="store_true",
+        help="run the tests through a real PgBouncer in transaction mode (Debian's pgbouncer) in "
+        "front of the test database, with the DB_PGBOUNCER=true profile",
+    )
+
+
+def pgbouncer_required() -> None:
+    """Skip, naming the package, when PgBouncer is absent; under CI=true fail instead."""
+    import os
+
+    from devdb import pgbouncer
+
+    try:
+        pgbouncer.binary()
+    except pgbouncer.PgBouncerMissing as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true: {exc}")
+        pytest.skip(str(exc))
+
+
+# Server connections per database and user when the suite runs through PgBouncer: fewer than
+# the threads of the concurrency tests, so clients really take turns on server connections.
+PGBOUNCER_TEST_POOL = 6
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _through_pgbouncer(request):
+    """With --pgbouncer: every connection of the session goes through a PgBouncer in transaction
+    mode in front of the test server, with the DB_PGBOUNCER=true profile."""
+    if not request.config.getoption("--pgbouncer"):
+        yield None
+        return
+    pgbouncer_required()
+    request.getfixturevalue("django_db_setup")
+    from django.db import connections
+
+    from config.database import pgbouncer_profile
+    from devdb import pgbouncer
+
+    default = connections["default"]
+    saved = dict(default.settings_dict)
+    saved_options = dict(saved["OPTIONS"])
+    with pgbouncer.running(
+        str(saved["HOST"]), int(saved["PORT"] or 5432), pool_size=PGBOUNCER_TEST_POOL
+    ) as bouncer:
+        default.close()
+        default.settings_dict["OPTIONS"] = dict(saved_options)
+        default.settings_dict.update(HOST=bouncer.host, PORT=str(bouncer.port))
+        pgbouncer_profile(default.settings_dict)
+        connections.settings["default"] = default.settings_dict
+        try:
+            yield bouncer
+        finally:
+            default.close()
+            default.settings_dict.clear()
+            default.settings_dict.update(saved, OPTIONS=saved_options)

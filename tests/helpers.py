@@ -39,6 +39,10 @@ def database_url(settings_dict: dict | None = None) -> str:
 
 def raw_connection(*, autocommit: bool = True, **kwargs) -> psycopg.Connection:
     """A psycopg connection of its own, outside Django: another client of the same database."""
+    if connection.settings_dict.get("PGBOUNCER"):
+        # Through PgBouncer in transaction mode: no named prepared statements (psycopg prepares a
+        # query run five times, and the next run may land on another server connection).
+        kwargs.setdefault("prepare_threshold", None)
     return psycopg.connect(database_url(), autocommit=autocommit, **kwargs)
 
 
@@ -78,6 +82,8 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
             "HEALTH_TOKEN": HEALTH_TOKEN,
         }
     )
+    if connection.settings_dict.get("PGBOUNCER"):
+        env["DB_PGBOUNCER"] = "true"  # the suite runs through PgBouncer (--pgbouncer)
     env.update(overrides)
     return env
 
@@ -186,6 +192,14 @@ def in_threads(count: int, target) -> list:
         return list(pool.map(run, range(count)))
 
 
+def server_pid() -> int:
+    """The PostgreSQL backend serving the default connection now. Not ``info.backend_pid``:
+    through PgBouncer that is the pooler's own number; asked inside a transaction, this is the
+    server connection the transaction holds."""
+    connection.ensure_connection()
+    return connection.connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
 def killed_before(sql_fragment: str, call) -> BaseException | None:
     """Run ``call()``; just before its first statement containing ``sql_fragment``, terminate its
     PostgreSQL backend from another connection, as a crash or a failover would. Returns what
@@ -196,9 +210,7 @@ def killed_before(sql_fragment: str, call) -> BaseException | None:
         if sql_fragment in sql and not fired:
             fired.append(True)
             with raw_connection() as other:
-                other.execute(
-                    "SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid]
-                )
+                other.execute("SELECT pg_terminate_backend(%s)", [server_pid()])
         return execute(sql, params, many, context)
 
     try:

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from dbops.backfill import lease
 from dbops.backfill.plan import (
     MAX_BATCH,
     MIN_BATCH,
@@ -62,77 +63,99 @@ def _runs(plan: BackfillPlan):
     return BackfillRun.objects.using(plan.database)
 
 
-def _run_acquire(plan: BackfillPlan) -> BackfillRun:
+def _run_acquire(plan: BackfillPlan, owner: str) -> BackfillRun:
+    """The unfinished run of this target (or a new one), its lease taken by ``owner``."""
+    try:
+        with transaction.atomic(using=plan.database):
+            return _run_acquire_locked(plan, owner)
+    except IntegrityError as exc:
+        # Another process created the unfinished run between our look and our insert.
+        raise lease.refuse_busy(plan, "a run that started at the same moment") from exc
+
+
+def _run_acquire_locked(plan: BackfillPlan, owner: str) -> BackfillRun:
     unfinished = (
         _runs(plan)
+        .select_for_update()
         .filter(
             target=plan.target,
             database=plan.database,
             status__in=[BackfillStatus.RUNNING, BackfillStatus.FAILED],
         )
+        .annotate(lease_live=lease.live())
         .first()
     )
+    if unfinished is not None and lease.holder_alive(unfinished.lease_owner, unfinished.lease_live):
+        raise lease.refuse_busy(plan, unfinished.lease_owner)
     if unfinished is not None and plan.options.restart:
         unfinished.status = BackfillStatus.ABANDONED
         unfinished.finished_at = timezone.now()
-        unfinished.save(using=plan.database, update_fields=["status", "finished_at", "updated_at"])
+        unfinished.lease_owner = ""
+        unfinished.save(
+            using=plan.database,
+            update_fields=["status", "finished_at", "lease_owner", "updated_at"],
+        )
         unfinished = None
     if unfinished is None:
-        return _runs(plan).create(
+        run = _runs(plan).create(
             target=plan.target,
             database=plan.database,
             options=plan.recorded_options,
             last_pk=None,
             max_pk=key_range(plan)[1],
             batch_size=plan.batch_size,
+            lease_owner=owner,
         )
+        _runs(plan).filter(pk=run.pk).update(lease_expires_at=lease.expires(plan))
+        return run
     if unfinished.options != plan.recorded_options:
         raise BackfillError(
             f"An unfinished run (#{unfinished.pk}, {unfinished.rows_done:,} rows done) of {plan.target} used "
             f"different options: {unfinished.options}. Run it again with those options to resume, "
             "or pass --restart to abandon it and start over."
         )
-    unfinished.status = BackfillStatus.RUNNING
-    unfinished.last_error = ""
-    unfinished.batch_size = plan.batch_size
-    unfinished.save(
-        using=plan.database, update_fields=["status", "last_error", "batch_size", "updated_at"]
+    _runs(plan).filter(pk=unfinished.pk).update(
+        status=BackfillStatus.RUNNING,
+        last_error="",
+        batch_size=plan.batch_size,
+        lease_owner=owner,
+        lease_expires_at=lease.expires(plan),
+        updated_at=timezone.now(),
     )
+    unfinished.refresh_from_db(using=plan.database)
     return unfinished
-
-
-def _advisory_key(target: str) -> str:
-    return f"dbops.backfill:{target}"
 
 
 def backfill(
     plan: BackfillPlan, *, progress: Callable[[Progress], None] | None = None
 ) -> BackfillRun:
-    """Run (or resume) the backfill to the end; returns the finished run. Raises BackfillError."""
+    """Run (or resume) the backfill to the end; returns the finished run. Raises BackfillError.
+
+    One run per target at a time, across processes and hosts, through a lease in the run's row
+    (``dbops.backfill.lease``): no session state, so it works behind PgBouncer too.
+    """
     plan_check(plan)
-    with cursor(plan.database) as cur:
-        # One run per target at a time, across processes; released when the session ends, even on kill.
-        cur.execute(
-            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [_advisory_key(plan.target)]
-        )
-        if not cur.fetchone()[0]:
-            raise BackfillError(
-                f"Another backfill of {plan.target} is running right now; wait for it to finish."
-            )
+    owner = lease.owner_new()
     try:
-        return _batches(plan, _run_acquire(plan), progress)
-    finally:
+        run = _run_acquire(plan, owner)
         try:
-            with cursor(plan.database) as cur:
-                cur.execute(
-                    "SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
-                    [_advisory_key(plan.target)],
-                )
-        except (DatabaseError, psycopg.Error):
-            pass  # the connection is gone, and the lock with it
+            return _batches(plan, run, progress, owner)
+        finally:
+            _lease_release(plan, run, owner)
+    finally:
+        lease.owner_done(owner)
 
 
-def _batch(plan: BackfillPlan, run: BackfillRun, after: int, size: int) -> Batch:
+def _lease_release(plan: BackfillPlan, run: BackfillRun, owner: str) -> None:
+    try:
+        _runs(plan).filter(pk=run.pk, lease_owner=owner).update(
+            lease_owner="", lease_expires_at=None
+        )
+    except DatabaseError:
+        pass  # the connection is gone: the lease lapses, or the next run here sees we are gone
+
+
+def _batch(plan: BackfillPlan, run: BackfillRun, after: int, size: int, owner: str) -> Batch:
     options = plan.options
     with (
         transaction.atomic(using=plan.database),
@@ -145,14 +168,25 @@ def _batch(plan: BackfillPlan, run: BackfillRun, after: int, size: int) -> Batch
             upper, filled = cur.fetchone()
             elapsed_ms = (time.perf_counter() - started) * 1000
         if upper is not None:
-            # The checkpoint commits with the batch: both happen, or neither.
-            _runs(plan).filter(pk=run.pk).update(
-                last_pk=upper,
-                rows_done=F("rows_done") + filled,
-                batches=F("batches") + 1,
-                batch_size=size,
-                updated_at=timezone.now(),
+            # The checkpoint commits with the batch: both happen, or neither. So does the lease's
+            # renewal: a run that lost its lease rolls its batch back.
+            kept = (
+                _runs(plan)
+                .filter(pk=run.pk, lease_owner=owner)
+                .update(
+                    last_pk=upper,
+                    rows_done=F("rows_done") + filled,
+                    batches=F("batches") + 1,
+                    batch_size=size,
+                    lease_expires_at=lease.expires(plan),
+                    updated_at=timezone.now(),
+                )
             )
+            if not kept:
+                raise BackfillError(
+                    f"Run #{run.pk} of {plan.target} lost its lease to another run (this one was "
+                    "stalled longer than the lease); it stopped without writing this batch."
+                )
     return Batch(upper, filled, elapsed_ms)
 
 
@@ -164,12 +198,14 @@ def _next_size(plan: BackfillPlan, size: int, elapsed_ms: float) -> int:
     return int(min(MAX_BATCH, max(MIN_BATCH, size / 2, min(size * 2, wanted))))
 
 
-def _batch_with_retries(plan: BackfillPlan, run: BackfillRun, after: int, size: int) -> Batch:
+def _batch_with_retries(
+    plan: BackfillPlan, run: BackfillRun, after: int, size: int, owner: str
+) -> Batch:
     def count_retry(exc, attempt):
         _runs(plan).filter(pk=run.pk).update(retries=F("retries") + 1)
 
     return call_with_retries(
-        lambda: _batch(plan, run, after, size),
+        lambda: _batch(plan, run, after, size, owner),
         attempts=TRIES_PER_SIZE,
         retryable=BATCH_RETRYABLE,
         base_delay=0.2,
@@ -179,7 +215,7 @@ def _batch_with_retries(plan: BackfillPlan, run: BackfillRun, after: int, size: 
     )
 
 
-def _batches(plan: BackfillPlan, run: BackfillRun, progress) -> BackfillRun:
+def _batches(plan: BackfillPlan, run: BackfillRun, progress, owner: str) -> BackfillRun:
     started = time.monotonic()
     rows_at_start = run.rows_done
     after = run.last_pk if run.last_pk is not None else START_KEY
@@ -188,7 +224,7 @@ def _batches(plan: BackfillPlan, run: BackfillRun, progress) -> BackfillRun:
     longest = run.longest_batch_ms
     while True:
         try:
-            batch = _batch_with_retries(plan, run, after, size)
+            batch = _batch_with_retries(plan, run, after, size, owner)
         except (DatabaseError, psycopg.Error) as exc:
             if size == MIN_BATCH:
                 _fail(plan, run, after, exc)

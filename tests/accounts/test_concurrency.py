@@ -148,15 +148,17 @@ def test_two_editors_of_one_account_the_second_gets_stale_version():
     assert (account.name, account.version) == (winners[0], 2)
 
 
-def backend_waits_for_a_lock(pid: int, deadline_s: float = 10) -> None:
-    """Return once backend ``pid`` is waiting for a row lock (asked of PostgreSQL itself)."""
+def a_backend_waits_for_a_lock(deadline_s: float = 10) -> None:
+    """Return once a backend of this database waits for a row lock (asked of PostgreSQL itself).
+    Not by pid: through PgBouncer a client's backend is known only once its transaction runs."""
     deadline = time.monotonic() + deadline_s
     with raw_connection() as observer:
         while True:
             row = observer.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
             ).fetchone()
-            if row and row[0] == "Lock":
+            if row[0]:
                 return
             assert time.monotonic() < deadline, "the other batch never waited for a lock"
             time.sleep(0.01)
@@ -171,15 +173,14 @@ def test_a_batch_with_string_ids_takes_its_locks_up_front_against_a_concurrent_b
     a, b, c, d = (account_create(owner=owner, balance="100.00") for _ in range(4))
     before = total_money()
     x_locked = threading.Event()
-    y_pid = []
+    y_started = threading.Event()
 
     def hold_first_lock_until_y_waits(execute, sql, params, many, context):
         result = execute(sql, params, many, context)
         if "FOR NO KEY UPDATE" in sql and not x_locked.is_set():
             x_locked.set()
-            while not y_pid:
-                time.sleep(0.001)
-            backend_waits_for_a_lock(y_pid[0])
+            assert y_started.wait(10)
+            a_backend_waits_for_a_lock()
         return result
 
     def batch(i):
@@ -191,8 +192,7 @@ def test_a_batch_with_string_ids_takes_its_locks_up_front_against_a_concurrent_b
             with connection.execute_wrapper(hold_first_lock_until_y_waits):
                 return transfer_batch(items=items)
         assert x_locked.wait(10)
-        connection.ensure_connection()
-        y_pid.append(connection.connection.info.backend_pid)
+        y_started.set()
         items = [
             {"source_id": a.pk, "target_id": b.pk, "amount": "2.00"},
             {"source_id": c.pk, "target_id": d.pk, "amount": "2.00"},

@@ -354,19 +354,62 @@ def test_different_options_for_an_unfinished_run_are_refused_and_restart_starts_
     assert sorted(BackfillRun.objects.values_list("status", flat=True)) == ["abandoned", "done"]
 
 
-def test_a_second_run_of_the_same_target_at_once_is_refused(products):
-    holder = raw_connection()
-    holder.execute(
-        "SELECT pg_advisory_lock(hashtextextended('dbops.backfill:orders.Product.name', 0))"
+def held_run(owner: str, *, lapsed: bool = False) -> BackfillRun:
+    """An unfinished run of FILL's target whose lease ``owner`` holds (or held, ``lapsed``)."""
+    run = BackfillRun.objects.create(
+        target="orders.Product.name",
+        options={"expression": "upper(name)", "where": "name <> upper(name)"},
+        lease_owner=owner,
     )
-    try:
-        with pytest.raises(
-            CommandError, match="Another backfill of orders.Product.name is running"
-        ):
-            run(*FILL)
-    finally:
-        holder.close()
+    minutes = -1 if lapsed else 1
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE dbops_backfillrun SET lease_expires_at = now() + make_interval(mins => %s)"
+            " WHERE id = %s",
+            [minutes, run.pk],
+        )
+    return run
+
+
+def test_a_second_run_of_the_same_target_at_once_is_refused(products):
+    held_run("worker-7.example:4242:abc")  # another machine's live lease
+    with pytest.raises(CommandError, match="Another backfill of orders.Product.name is running"):
+        run(*FILL)
     assert names_left() == 200
+
+
+def test_a_lapsed_lease_is_taken_over(products):
+    held = held_run("worker-7.example:4242:abc", lapsed=True)
+    run(*FILL)
+    held.refresh_from_db()
+    assert (held.status, held.rows_done, held.lease_owner) == (BackfillStatus.DONE, 200, "")
+    assert names_left() == 0
+
+
+def test_a_run_that_lost_its_lease_writes_no_more_batches(products):
+    stolen = []
+
+    def steal_the_lease(execute, sql, params, many, context):
+        if 'SET "last_pk"' in sql and not stolen:
+            stolen.append(True)
+            with raw_connection() as other:
+                other.execute("UPDATE dbops_backfillrun SET lease_owner = 'elsewhere:1:x'")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(steal_the_lease):
+        with pytest.raises(CommandError, match="lost its lease"):
+            run(*FILL, "--batch-size", "50")
+    assert names_left() == 200  # the batch that found its lease gone rolled back
+
+
+def test_a_run_leaves_no_session_state_behind(products):
+    run(*FILL)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "0"
+    assert BackfillRun.objects.get().lease_owner == ""
 
 
 def test_help_names_every_option():

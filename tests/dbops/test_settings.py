@@ -248,3 +248,23 @@ def test_replica_lag_ceiling_is_read_and_checked():
         text=True,
     )
     assert run.stdout.strip() == "750", run.stderr
+
+
+def test_pgbouncer_profile_keeps_no_session_state():
+    db = build(DB_PGBOUNCER="true")["default"]
+    assert db["DISABLE_SERVER_SIDE_CURSORS"] is True and db["PGBOUNCER"] is True
+    # PgBouncer refuses the options startup parameter; statement_timeout goes on the role.
+    assert "options" not in db["OPTIONS"]
+    assert "prepare_threshold" not in db["OPTIONS"]  # Django's default: no prepared statements
+    assert db["CONN_MAX_AGE"] == 60
+    plain = build()["default"]
+    assert "PGBOUNCER" not in plain and not plain.get("DISABLE_SERVER_SIDE_CURSORS")
+
+
+def test_pgbouncer_profile_refuses_named_prepared_statements():
+    from config.database import pgbouncer_profile
+
+    with pytest.raises(ImproperlyConfigured, match="prepared statements"):
+        pgbouncer_profile({"OPTIONS": {"prepare_threshold": 2}})
+    with pytest.raises(ImproperlyConfigured, match="DB_PGBOUNCER='maybe' is not a boolean"):
+        build(DB_PGBOUNCER="maybe")
