@@ -520,9 +520,11 @@ PATTERNS: tuple[Pattern, ...] = (
         "schema",
         "Batched, resumable backfill",
         "manage.py backfill_column: keyset batches, one transaction per batch with its checkpoint, "
-        "adaptive batch size, retry then split, resumable after a kill.",
+        "adaptive batch size, retry then split, resumable after a kill; pauses while the read "
+        "replica lags.",
         (
             "dbops/backfill/engine.py backfill",
+            "dbops/backfill/throttle.py wait_for_replica",
             "dbops/backfill/plan.py plan_build",
             "dbops/backfill/options.py BackfillOptions",
             "dbops/models.py BackfillRun",

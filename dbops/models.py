@@ -45,6 +45,9 @@ class BackfillRun(models.Model):
         max_length=200, blank=True, default="", help_text="host:pid:token of the running command"
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Pauses between batches while the replica lagged (backfill_column --max-replica-lag-ms).
+    replica_pauses = models.IntegerField(default=0)
+    replica_paused_s = models.FloatField(default=0)
 
     class Meta:
         ordering = ["-pk"]

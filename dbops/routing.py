@@ -263,6 +263,10 @@ def _session_lsn_caught_up(state: RequestRouting) -> bool:
 def replica_allowed(state: RequestRouting | None) -> bool:
     if state is None or state.pinned_reason or state.wrote:
         return False
+    if _in_event_loop():
+        # Asked on the event loop itself (the async ORM asks in its worker thread): no
+        # synchronous check can run here, and the primary is always right.
+        return False
     if connections[PRIMARY].in_atomic_block:
         return False
     if not monitor.usable():

@@ -38,9 +38,12 @@ def replica_server(django_db_setup, django_db_blocker):
         )
     primary = embedded.status(settings.BASE_DIR / ".pgdata")
     assert primary is not None, "the embedded primary is not running"
+    # One a developer started (embedded_db start --replica) is used, and left running.
+    started_here = embedded.status(embedded.replica_pgdata(primary.pgdata)) is None
     standby = embedded.replica_start(primary)
     yield standby
-    embedded.replica_stop(settings.BASE_DIR / ".pgdata")
+    if started_here:
+        embedded.replica_stop(settings.BASE_DIR / ".pgdata")
 
 
 @pytest.fixture(scope="module")

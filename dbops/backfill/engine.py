@@ -23,7 +23,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from dbops.backfill import lease
+from dbops.backfill import lease, throttle
 from dbops.backfill.plan import (
     MAX_BATCH,
     MIN_BATCH,
@@ -241,6 +241,7 @@ def _batches(plan: BackfillPlan, run: BackfillRun, progress, owner: str) -> Back
         size = _next_size(plan, size, batch.elapsed_ms)
         if progress is not None:
             progress(_progress(run, started, rows_at_start, min_pk, after))
+        _replica_wait(plan, run, owner)
         if plan.options.sleep:
             time.sleep(plan.options.sleep)
     run.status = BackfillStatus.DONE
@@ -251,6 +252,25 @@ def _batches(plan: BackfillPlan, run: BackfillRun, progress, owner: str) -> Back
         update_fields=["status", "finished_at", "longest_batch_ms", "updated_at"],
     )
     return run
+
+
+def _replica_wait(plan: BackfillPlan, run: BackfillRun, owner: str) -> None:
+    """While the replica lags past the threshold, wait (renewing the lease) and count the pause."""
+
+    def renew():
+        _runs(plan).filter(pk=run.pk, lease_owner=owner).update(
+            lease_expires_at=lease.expires(plan)
+        )
+
+    def paused(lag_ms):
+        # Counted when it begins, so the admin shows a run that is waiting right now.
+        _runs(plan).filter(pk=run.pk).update(replica_pauses=F("replica_pauses") + 1)
+        run.replica_pauses += 1
+
+    waited = throttle.wait_for_replica(plan, renew=renew, paused=paused)
+    if waited:
+        _runs(plan).filter(pk=run.pk).update(replica_paused_s=F("replica_paused_s") + waited)
+        run.replica_paused_s += waited
 
 
 def _progress(

@@ -39,14 +39,10 @@ def owner_done(owner: str) -> None:
 
 
 def lease_seconds(plan: BackfillPlan) -> float:
-    """Long enough for a batch, the pause after it and a wait for the replica, plus margin."""
+    """Long enough for a batch and the pause after it, plus margin."""
     options = plan.options
-    return (
-        LEASE_S
-        + options.sleep
-        + options.statement_timeout_ms / 1000
-        + getattr(options, "max_replica_wait_s", 0)
-    )
+    # A run waiting for the replica renews its lease as it waits (dbops.backfill.throttle).
+    return LEASE_S + options.sleep + options.statement_timeout_ms / 1000
 
 
 def expires(plan: BackfillPlan) -> ExpressionWrapper:

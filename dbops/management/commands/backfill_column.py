@@ -3,6 +3,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from dbops import routing
 from dbops.backfill import (
     BackfillError,
     BackfillOptions,
@@ -14,6 +15,7 @@ from dbops.backfill import (
     plan_build,
     plan_check,
     rows_to_fill,
+    throttle,
 )
 
 DEFAULTS = BackfillOptions
@@ -54,7 +56,11 @@ def options_parse(options: dict) -> BackfillOptions:
     for name, least in ((n, least) for n, (least, _) in NUMERIC.items()):
         if options[name] < least:
             raise CommandError(f"--{name.replace('_', '-')} must be at least {least}.")
+    lag = options.get("max_replica_lag_ms")
+    if lag is not None and lag < 0:
+        raise CommandError("--max-replica-lag-ms must be at least 0.")
     return BackfillOptions(
+        max_replica_lag_ms=lag,
         model_label=options["model"],
         field_name=options["field"],
         source=sources[0][1],
@@ -109,6 +115,14 @@ class Command(BaseCommand):
                 help=f"{text} (default {default:g}; at least {least})",
             )
         parser.add_argument(
+            "--max-replica-lag-ms",
+            type=float,
+            default=None,
+            help="pause between batches while the read replica lags more than this, in "
+            "milliseconds (default: DB_REPLICA_MAX_LAG_MS, the router's ceiling; no replica "
+            "configured: no pauses)",
+        )
+        parser.add_argument(
             "--dry-run",
             action="store_true",
             help="print the plan, the SQL and the rows to fill; write nothing",
@@ -153,7 +167,8 @@ class Command(BaseCommand):
                 self.style.SUCCESS(
                     f"Done: {plan.target}: {run.rows_done:,} rows in {run.batches:,} batches, "
                     f"{_duration(elapsed)} since run #{run.pk} began; longest batch {run.longest_batch_ms:.0f} ms, "
-                    f"{run.retries} retries, {run.splits} splits."
+                    f"{run.retries} retries, {run.splits} splits, {run.replica_pauses} pauses "
+                    f"({run.replica_paused_s:.1f} s) for replica lag."
                 )
             )
 
@@ -168,6 +183,10 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"Per batch: lock_timeout {plan.options.lock_timeout_ms} ms, statement_timeout {plan.options.statement_timeout_ms} ms"
+        )
+        self.stdout.write(
+            f"Between batches: pause while the replica lags over {throttle.threshold_ms(plan):g} ms"
+            + ("" if routing.replica_configured() else " (no replica configured)")
         )
         self.stdout.write(f"SQL (one statement, one transaction per batch):\n{plan.update_sql()}")
         if plan.params:
@@ -198,4 +217,9 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{run.target}: {run.rows_done:,} rows, up to id {run.last_pk} ({p.fraction:.0%}), "
                 f"{p.rate:,.0f} rows/s, ETA {_duration(p.eta_s)}, batch {run.batch_size}"
+                + (
+                    f", {run.replica_pauses} pauses ({run.replica_paused_s:.1f} s) for replica lag"
+                    if run.replica_pauses
+                    else ""
+                )
             )
