@@ -47,6 +47,22 @@ def _setting(name: str, milliseconds: int, using: str | None) -> Iterator[None]:
                 cursor.execute("SELECT set_config(%s, %s, false)", [name, previous])
 
 
+def transaction_timeouts(*, lock_ms: int, statement_ms: int, using: str | None = None) -> None:
+    """Both timeouts for the rest of the current transaction, in one round trip (a hot loop's
+    helper: the backfill sets them in every batch)."""
+    connection = connections[using or "default"]
+    for name, value in (("lock_timeout", lock_ms), ("statement_timeout", statement_ms)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a whole number of milliseconds, not {value!r}")
+    if not connection.in_atomic_block:
+        raise RuntimeError("transaction_timeouts() needs a transaction: use it inside atomic()")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+            [f"{lock_ms}ms", f"{statement_ms}ms"],
+        )
+
+
 def lock_timeout(milliseconds: int, *, using: str | None = None):
     """Give up on any lock the block waits for longer than ``milliseconds`` (SQLSTATE 55P03)."""
     return _setting("lock_timeout", milliseconds, using)

@@ -37,7 +37,7 @@ from dbops.backfill.plan import (
 from dbops.errors import QUERY_CANCELED, TRANSACTION_RETRYABLE, error_text
 from dbops.models import BackfillRun, BackfillStatus
 from dbops.retry import call_with_retries
-from dbops.timeouts import lock_timeout, statement_timeout
+from dbops.timeouts import transaction_timeouts
 
 # A statement timeout may pass on a second try (a lock freed, a cache warmed) as well as the rest.
 BATCH_RETRYABLE = TRANSACTION_RETRYABLE | {QUERY_CANCELED}
@@ -157,11 +157,12 @@ def _lease_release(plan: BackfillPlan, run: BackfillRun, owner: str) -> None:
 
 def _batch(plan: BackfillPlan, run: BackfillRun, after: int, size: int, owner: str) -> Batch:
     options = plan.options
-    with (
-        transaction.atomic(using=plan.database),
-        lock_timeout(options.lock_timeout_ms, using=plan.database),
-        statement_timeout(options.statement_timeout_ms, using=plan.database),
-    ):
+    with transaction.atomic(using=plan.database):
+        transaction_timeouts(
+            lock_ms=options.lock_timeout_ms,
+            statement_ms=options.statement_timeout_ms,
+            using=plan.database,
+        )
         with cursor(plan.database) as cur:
             started = time.perf_counter()
             cur.execute(plan.update_sql(), {**plan.params, "after": after, "limit": size})
@@ -234,9 +235,13 @@ def _batches(plan: BackfillPlan, run: BackfillRun, progress, owner: str) -> Back
             _runs(plan).filter(pk=run.pk).update(splits=F("splits") + 1)
             continue
         longest = max(longest, batch.elapsed_ms)
-        run.refresh_from_db(using=plan.database)
         if batch.upper is None:
             break
+        # What the checkpoint just committed, kept here rather than read back (a round trip per
+        # batch; under a busy server round trips are what short batches pay for).
+        run.last_pk, run.batch_size = batch.upper, size
+        run.rows_done += batch.filled
+        run.batches += 1
         after = batch.upper
         size = _next_size(plan, size, batch.elapsed_ms)
         if progress is not None:
@@ -244,6 +249,7 @@ def _batches(plan: BackfillPlan, run: BackfillRun, progress, owner: str) -> Back
         _replica_wait(plan, run, owner)
         if plan.options.sleep:
             time.sleep(plan.options.sleep)
+    run.refresh_from_db(using=plan.database)  # with the retries and splits counted in the database
     run.status = BackfillStatus.DONE
     run.finished_at = timezone.now()
     run.longest_batch_ms = longest

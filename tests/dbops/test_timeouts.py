@@ -67,3 +67,23 @@ def test_a_timeout_that_is_not_whole_milliseconds_is_refused(bad):
     with pytest.raises(ValueError, match="whole number of milliseconds"):
         with lock_timeout(bad):
             pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transaction_timeouts_sets_both_for_the_transaction_only():
+    from django.db import transaction
+
+    from dbops.timeouts import transaction_timeouts
+
+    with pytest.raises(RuntimeError, match="needs a transaction"):
+        transaction_timeouts(lock_ms=100, statement_ms=200)
+    with transaction.atomic():
+        transaction_timeouts(lock_ms=100, statement_ms=2000)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+            )
+            assert cursor.fetchone() == ("100ms", "2s")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "0"
