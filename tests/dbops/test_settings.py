@@ -268,3 +268,9 @@ def test_pgbouncer_profile_refuses_named_prepared_statements():
         pgbouncer_profile({"OPTIONS": {"prepare_threshold": 2}})
     with pytest.raises(ImproperlyConfigured, match="DB_PGBOUNCER='maybe' is not a boolean"):
         build(DB_PGBOUNCER="maybe")
+
+
+def test_pgbouncer_with_a_prepare_threshold_stops_at_start_naming_both_variables():
+    with pytest.raises(ImproperlyConfigured, match="DB_PGBOUNCER=true with DB_PREPARE_THRESHOLD"):
+        build(DB_PGBOUNCER="true", DB_PREPARE_THRESHOLD="5")
+    assert "prepare_threshold" in build(DB_PREPARE_THRESHOLD="5")["default"]["OPTIONS"]
