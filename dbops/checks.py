@@ -24,7 +24,8 @@ class PoolSizing:
     workers: int
     per_worker: int
     max_connections: int
-    reserved: int
+    superuser_reserved: int  # superuser_reserved_connections
+    reserved: int  # reserved_connections (PostgreSQL 16+; 0 before)
     margin: int
 
     @property
@@ -33,7 +34,7 @@ class PoolSizing:
 
     @property
     def available(self) -> int:
-        return self.max_connections - self.reserved - self.margin
+        return self.max_connections - self.superuser_reserved - self.reserved - self.margin
 
     @property
     def fits(self) -> bool:
@@ -56,7 +57,8 @@ def pool_sizing(alias: str = "default") -> PoolSizing:
         workers=settings.WEB_CONCURRENCY,
         per_worker=per_worker_connections(alias),
         max_connections=limits.max_connections,
-        reserved=limits.superuser_reserved + limits.reserved,
+        superuser_reserved=limits.superuser_reserved,
+        reserved=limits.reserved,
         margin=margin,
     )
 
@@ -78,7 +80,8 @@ def check_pool_sizing(app_configs=None, databases=None, **kwargs):
                     f"Database '{alias}': WEB_CONCURRENCY={sizing.workers} workers x "
                     f"{sizing.per_worker} connections each = {sizing.demand}, more than the "
                     f"{sizing.available} the server can give ({sizing.max_connections} "
-                    f"max_connections - {sizing.reserved} reserved - {sizing.margin} margin).",
+                    f"max_connections - {sizing.superuser_reserved} superuser_reserved_connections - "
+                    f"{sizing.reserved} reserved_connections - {sizing.margin} margin).",
                     hint=(
                         "Lower WEB_CONCURRENCY or DB_POOL_MAX_SIZE, raise max_connections on the "
                         "server, or put PgBouncer in front of it."

@@ -45,9 +45,13 @@ def test_manage_py_check_database_prints_the_warning(settings):
 
 
 def test_pool_sizing_counts_the_pool_maximum_per_worker():
-    sizing = PoolSizing(workers=8, per_worker=10, max_connections=100, reserved=3, margin=10)
+    sizing = PoolSizing(
+        workers=8, per_worker=10, max_connections=100, superuser_reserved=3, reserved=0, margin=10
+    )
     assert sizing.demand == 80 and sizing.available == 87 and sizing.fits
-    assert not PoolSizing(workers=9, per_worker=10, max_connections=100, reserved=3, margin=10).fits
+    assert not PoolSizing(
+        workers=9, per_worker=10, max_connections=100, superuser_reserved=3, reserved=0, margin=10
+    ).fits
 
 
 def pool_check_output(server_url: str, **env: str) -> str:
@@ -103,7 +107,8 @@ def test_pool_check_warns_from_the_first_connection_past_what_the_server_gives()
     assert "dbops.W001" not in fits and "no issues" in fits, fits
     assert (
         "(dbops.W001) Database 'default': WEB_CONCURRENCY=17 workers x 1 connections each = 17,"
-        " more than the 16 the server can give (25 max_connections - 6 reserved - 3 margin)."
+        " more than the 16 the server can give (25 max_connections - 2 superuser_reserved_connections"
+        " - 4 reserved_connections - 3 margin)."
     ) in over
     assert "dbops.W001" not in pool_fits, pool_fits
     assert (
@@ -111,5 +116,6 @@ def test_pool_check_warns_from_the_first_connection_past_what_the_server_gives()
     ) in pool_over
     assert "dbops.W001" not in larger_fits, larger_fits
     assert (
-        "= 47, more than the 46 the server can give (60 max_connections - 8 reserved - 6 margin)."
+        "= 47, more than the 46 the server can give (60 max_connections - 3"
+        " superuser_reserved_connections - 5 reserved_connections - 6 margin)."
     ) in larger_over
