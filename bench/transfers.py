@@ -462,8 +462,8 @@ def body(args, tables: dict[str, list[list]]) -> str:
     text = (
         f"{args.rounds} rounds of {args.seconds:g} s per row, the implementations taking turns "
         "(rotating order) so load from elsewhere falls on all alike; PostgreSQL 18 (embedded, same machine) over a unix socket; "
-        "the machine's 2 cores were shared with another session's work, so compare ratios within "
-        "this run. Server CPU: the CPU time of each worker's backend process "
+        "client and server share the machine's cores, so compare ratios within this run. "
+        "Server CPU: the CPU time of each worker's backend process "
         "(/proc/<pg_backend_pid()>/schedstat) over the run, per operation completed; client CPU: "
         "the benchmark process(es), per operation. Refused operations (insufficient funds) are "
         "not counted.\n\n"

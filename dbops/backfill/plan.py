@@ -61,17 +61,20 @@ class BackfillPlan:
         table, pk, column = q(self.table), q(self.pk_column), q(self.column)
         # Identifiers quoted; set_sql and where are the operator's own SQL (what the command is for),
         # run through a one-statement cursor; values travel as parameters.
+        # The batch's keys go to the UPDATE as an array (`= ANY(ARRAY(...))`), which the planner
+        # turns into primary-key lookups whatever it estimates. A range bound read from a CTE
+        # (`pk <= bounds.upper`) is unknown at plan time: once `where` matched most of a large
+        # table, PostgreSQL chose a sequential scan of the whole table for every batch (seen on
+        # 2,000,000 rows: 0.6 s per batch, then batches of one row).
         return f"""
-WITH bounds AS (
-    SELECT max(next_keys.{pk}) AS backfill_upper
-      FROM (SELECT {pk} FROM {table} WHERE {pk} > %(after)s ORDER BY {pk} LIMIT %(limit)s) AS next_keys
+WITH next_keys AS MATERIALIZED (
+    SELECT {pk} FROM {table} WHERE {pk} > %(after)s ORDER BY {pk} LIMIT %(limit)s
 ), filled AS (
     UPDATE {table} SET {column} = {self.set_sql}
-      FROM bounds
-     WHERE {table}.{pk} > %(after)s AND {table}.{pk} <= bounds.backfill_upper AND ({_escape(self.where)})
+     WHERE {table}.{pk} = ANY(ARRAY(SELECT {pk} FROM next_keys)) AND ({_escape(self.where)})
     RETURNING 1
 )
-SELECT (SELECT backfill_upper FROM bounds), (SELECT count(*) FROM filled)""".strip()  # noqa: S608
+SELECT (SELECT max({pk}) FROM next_keys), (SELECT count(*) FROM filled)""".strip()  # noqa: S608
 
 
 def _escape(fragment: str) -> str:

@@ -1,5 +1,6 @@
 """backfill_column against real tables; an audit trigger counts every update of every row."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,8 +10,9 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
+from dbops.backfill import BackfillOptions, Expression, plan_build
 from dbops.models import BackfillRun, BackfillStatus
 from orders.models import Product
 from tests.helpers import ROOT, killed_before, raw_connection, subprocess_env
@@ -435,3 +437,30 @@ def test_help_names_every_option():
         "--database",
     ]:
         assert option in result.stdout
+
+
+def test_a_batch_reads_its_rows_by_primary_key_even_when_the_filter_matches_the_whole_table():
+    # 50,000 rows, every one matching the row filter, stored in no particular order of their
+    # keys (as after a table-wide UPDATE): a batch of 100 must still be 100 index lookups.
+    # Bounding the UPDATE by a range read from a CTE let the planner pick a sequential scan of
+    # the whole table for every batch (seen on 2,000,000 rows: 0.6 s a batch).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO orders_product (id, sku, name, price, stock, version)"
+            " SELECT 1000000 + i, 'S-' || i, 'thing ' || i, 1, 1, 1"
+            " FROM generate_series(1, 50000) AS i ORDER BY random()"
+        )
+        cursor.execute("ANALYZE orders_product")
+    plan = plan_build(
+        BackfillOptions(
+            "orders.Product", "name", Expression("upper(name)"), where="name <> upper(name)"
+        )
+    )
+    # Whatever the planner's costs: random reads made dear, a range estimated at a third of the
+    # table (all it knows of a bound read from a CTE) is cheaper to read in one sequential scan.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('random_page_cost', '20', true)")
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {plan.update_sql()}", {"after": 0, "limit": 100})
+        explained = json.dumps(cursor.fetchone()[0])
+    assert '"Seq Scan"' not in explained, explained
+    assert explained.count('"Index Name": "orders_product_pkey"') == 2  # the keys, the update
