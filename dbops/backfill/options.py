@@ -42,8 +42,8 @@ class BackfillOptions:
     database: str = "default"
     batch_size: int = 1000  # rows in the first batch; then adapts toward target_batch_ms
     # Short batches: a live write that meets a batch waits for it, so the batch's length is the
-    # writers' worst case. 50 ms kept writers' p99 near 5 ms at full backfill speed
-    # (bench/results/backfill.md); 200 ms let it reach 58 ms.
+    # writers' worst case. 50 ms bounds that; 200 ms ran faster in some runs but let a write wait
+    # up to 0.7 s (bench/results/backfill.md, README "Backfill").
     target_batch_ms: float = 50
     sleep: float = 0.0  # seconds between batches
     lock_timeout_ms: int = 2000
