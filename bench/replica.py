@@ -315,8 +315,8 @@ def main() -> None:
 
     body = (
         "In-process requests through the full middleware stack (DEBUG off), PostgreSQL 18 primary "
-        "and a streaming hot standby on unix sockets, on the same machine (2 cores, shared with "
-        "another job: ratios within this run are what count).\n\n"
+        "and a streaming hot standby on unix sockets, both on the benchmark's machine: the replica "
+        "adds no capacity here, so the table shows where queries go, not a speed-up.\n\n"
         f"## A read-heavy page mix, {args.threads} client threads, {args.seconds:g} s each\n\n"
         f"Pages: {', '.join(paths)} in turn, each client logged in.\n\n{mix}\n\n"
         "## Read-your-writes under random replay pauses\n\n"
