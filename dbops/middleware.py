@@ -56,13 +56,11 @@ def _unrendered(response) -> bool:
     return hasattr(response, "render") and not response.is_rendered
 
 
-class QueryCountMiddleware:
-    """Adds ``X-DB-Query-Count`` and ``X-DB-Query-Time-Ms`` to every response.
-
-    Sync and async: under ASGI a sync-only middleware would make Django run the rest of the chain,
-    async views included, in a thread per request. The count includes the queries the async ORM
-    runs in worker threads (``dbops.instrumentation``).
-    """
+class SyncAndAsyncMiddleware:
+    """A middleware native under both WSGI and ASGI: a subclass writes ``__call__`` and
+    ``__acall__`` (``__call__`` hands over to it when ``self.is_async``). Under ASGI one sync-only
+    middleware makes Django run the rest of the chain, async views included, in a thread per
+    request."""
 
     sync_capable = True
     async_capable = True
@@ -72,6 +70,15 @@ class QueryCountMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+
+class QueryCountMiddleware(SyncAndAsyncMiddleware):
+    """Adds ``X-DB-Query-Count`` and ``X-DB-Query-Time-Ms`` to every response.
+
+    Sync and async: under ASGI a sync-only middleware would make Django run the rest of the chain,
+    async views included, in a thread per request. The count includes the queries the async ORM
+    runs in worker threads (``dbops.instrumentation``).
+    """
 
     def __call__(self, request):
         if self.is_async:
@@ -101,7 +108,7 @@ class QueryCountMiddleware:
         return response
 
 
-class ReplicaRoutingMiddleware:
+class ReplicaRoutingMiddleware(SyncAndAsyncMiddleware):
     """Which server serves this request's reads (``dbops.routing``): opens the request's routing
     state, runs a request that failed on the replica again on the primary (when it had written
     nothing), and keeps a writer's WAL position in the session for read-your-writes.
@@ -109,15 +116,6 @@ class ReplicaRoutingMiddleware:
     Sync and async, like every middleware here. Without a ``replica`` alias it only passes the
     request on.
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request):
         if self.is_async:

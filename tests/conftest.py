@@ -1,5 +1,6 @@
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from zeal import zeal_context
 
 
@@ -154,3 +155,19 @@ def _through_pgbouncer(request):
             default.close()
             default.settings_dict.clear()
             default.settings_dict.update(saved, OPTIONS=saved_options)
+
+
+@pytest.fixture
+def unreachable_database():
+    """Point the default connection at a port where nothing listens, then put it back."""
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(
+        HOST="127.0.0.1", PORT=1, OPTIONS={**saved["OPTIONS"], "connect_timeout": 2}
+    )
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)

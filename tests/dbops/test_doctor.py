@@ -265,22 +265,6 @@ def test_sessions_of_other_databases_on_the_server_are_not_reported():
     assert {blocker_pid, waiter_pid}.isdisjoint(reported), found
 
 
-@pytest.fixture
-def unreachable_database():
-    """Point the default connection at a port where nothing listens, then put it back."""
-    saved = dict(connection.settings_dict)
-    connection.close()
-    connection.settings_dict.update(
-        HOST="127.0.0.1", PORT=1, OPTIONS={**saved["OPTIONS"], "connect_timeout": 2}
-    )
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.settings_dict.clear()
-        connection.settings_dict.update(saved)
-
-
 def test_an_unreachable_database_is_one_finding_that_needs_action(unreachable_database):
     code, found = doctor_json()
     assert code == 1

@@ -114,22 +114,6 @@ def test_ready_is_503_on_unapplied_migrations_when_configured(client, settings, 
     }
 
 
-@pytest.fixture
-def unreachable_database():
-    """Point the default connection at a port where nothing listens, then put it back."""
-    saved = dict(connection.settings_dict)
-    connection.close()
-    connection.settings_dict.update(
-        HOST="127.0.0.1", PORT=1, OPTIONS={**saved["OPTIONS"], "connect_timeout": 2}
-    )
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.settings_dict.clear()
-        connection.settings_dict.update(saved)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_ready_is_503_with_a_reason_when_the_database_is_unreachable(unreachable_database):
     status, _, body = wsgi_request("/health/ready")
