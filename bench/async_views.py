@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, percentile, table, write_results  # noqa: E402
+from bench.common import percentile, serving, table, write_results  # noqa: E402
 from devdb import embedded  # noqa: E402
 
 CLIENTS = (16, 64)
@@ -67,24 +65,9 @@ def serve(kind: str, url: str, port: int, workers: int, threads: int) -> subproc
         DB_POOL_MIN_SIZE="2",
         DB_POOL_MAX_SIZE=str(threads),
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", *server_command(kind, port, workers, threads)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    return serving(
+        server_command(kind, port, workers, threads), env, port, "/health/live", f"{kind} server"
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health/live")
-            if conn.getresponse().status == 200:
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"{kind} server did not start: {process.stderr.read().decode()[-3000:]}")
 
 
 async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, percentile, table, write_results  # noqa: E402
+from bench.common import percentile, serving, table, write_results  # noqa: E402
 from devdb import embedded, pgbouncer  # noqa: E402
 
 CONFIGS = [
@@ -78,33 +78,8 @@ def load(
 def serve(url: str, env_overrides: dict[str, str], port: int, workers: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
     env.update(DJANGO_SETTINGS_MODULE="bench.site", DATABASE_URL=url, **env_overrides)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            str(workers),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/bench/one-query")
-            if conn.getresponse().status == 200:
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"gunicorn did not start: {process.stderr.read().decode()[-3000:]}")
+    command = ["gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers)]
+    return serving(command, env, port, "/bench/one-query", "gunicorn")
 
 
 def server_connections(url: str) -> int:
