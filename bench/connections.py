@@ -167,7 +167,6 @@ def main() -> None:
         password="bench-secret", settings={"max_connections": "200"}
     ) as server:
         url = server.url(password="bench-secret")
-        version = server.pgdata
         import psycopg
 
         with psycopg.connect(url) as conn:

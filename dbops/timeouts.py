@@ -24,10 +24,14 @@ from dbops.pooling import require_direct
 SERVICE_LOCK_TIMEOUT_MS = 2000
 
 
+def _milliseconds_check(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number of milliseconds, not {value!r}")
+
+
 @contextmanager
 def _setting(name: str, milliseconds: int, using: str | None) -> Iterator[None]:
-    if isinstance(milliseconds, bool) or not isinstance(milliseconds, int) or milliseconds < 0:
-        raise ValueError(f"{name} must be a whole number of milliseconds, not {milliseconds!r}")
+    _milliseconds_check(name, milliseconds)
     connection = connections[using or "default"]
     value = f"{milliseconds}ms"
     if connection.in_atomic_block:
@@ -51,9 +55,8 @@ def transaction_timeouts(*, lock_ms: int, statement_ms: int, using: str | None =
     """Both timeouts for the rest of the current transaction, in one round trip (a hot loop's
     helper: the backfill sets them in every batch)."""
     connection = connections[using or "default"]
-    for name, value in (("lock_timeout", lock_ms), ("statement_timeout", statement_ms)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a whole number of milliseconds, not {value!r}")
+    _milliseconds_check("lock_timeout", lock_ms)
+    _milliseconds_check("statement_timeout", statement_ms)
     if not connection.in_atomic_block:
         raise RuntimeError("transaction_timeouts() needs a transaction: use it inside atomic()")
     with connection.cursor() as cursor:
