@@ -43,7 +43,7 @@ def replica_on(standby) -> None:
 
     from dbops import routing
 
-    connections.settings[routing.REPLICA] = {
+    connections.settings[routing.replica_alias()] = {
         **connections.settings["default"],
         "HOST": str(standby.socket_dir),
         "PORT": str(standby.port),
@@ -56,10 +56,10 @@ def replica_off() -> None:
 
     from dbops import routing
 
-    if routing.REPLICA in connections.settings:
-        connections[routing.REPLICA].close()
-        del connections[routing.REPLICA]
-        del connections.settings[routing.REPLICA]
+    if routing.replica_alias() in connections.settings:
+        connections[routing.replica_alias()].close()
+        del connections[routing.replica_alias()]
+        del connections.settings[routing.replica_alias()]
 
 
 def standby_sql(standby, sql: str):

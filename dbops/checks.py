@@ -8,15 +8,53 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 from django.db import DatabaseError, connections
 
 from dbops.catalog import connection_limits
+from dbops.conf import DEFAULTS, SETTING_NAME, dbops_settings
 from dbops.migration_safety import check_migration_safety
 
 # Every migration of the project's own apps, on `manage.py check` and before `migrate` applies any.
 register(check_migration_safety, "migrations")
+
+
+@register()
+def check_settings(app_configs=None, **kwargs):
+    """``DBOPS`` holds only keys the toolkit knows, each of its default's type."""
+    user = dbops_settings.user_settings
+    if not isinstance(user, dict):
+        return [
+            Error(f"{SETTING_NAME} must be a dict, not {type(user).__name__}.", id="dbops.E001")
+        ]
+    messages = [
+        Error(
+            f"{SETTING_NAME}[{key!r}] is not a dbops setting.",
+            hint="dbops.conf.DEFAULTS lists the settings (docs: the settings reference).",
+            id="dbops.E001",
+        )
+        for key in dbops_settings.unknown_keys()
+    ]
+    for key, default in DEFAULTS.items():
+        if key in user and not _same_kind(user[key], default):
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}[{key!r}] is {user[key]!r}; it must be a "
+                    f"{type(default).__name__} like its default {default!r}.",
+                    id="dbops.E002",
+                )
+            )
+    return messages
+
+
+def _same_kind(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int | float):
+        return isinstance(value, int | float) and value >= 0
+    if isinstance(default, tuple | list | frozenset | set):
+        return isinstance(value, tuple | list | frozenset | set)
+    return isinstance(value, type(default))
 
 
 @dataclass(frozen=True)
@@ -54,7 +92,7 @@ def pool_sizing(alias: str = "default") -> PoolSizing:
     # Room for migrations, shells, cron jobs and monitoring: a tenth of the server, at least 3.
     margin = max(3, limits.max_connections // 10)
     return PoolSizing(
-        workers=settings.WEB_CONCURRENCY,
+        workers=dbops_settings.WEB_CONCURRENCY,
         per_worker=per_worker_connections(alias),
         max_connections=limits.max_connections,
         superuser_reserved=limits.superuser_reserved,
@@ -77,14 +115,15 @@ def check_pool_sizing(app_configs=None, databases=None, **kwargs):
         if not sizing.fits:
             messages.append(
                 Warning(
-                    f"Database '{alias}': WEB_CONCURRENCY={sizing.workers} workers x "
+                    f"Database '{alias}': DBOPS['WEB_CONCURRENCY']={sizing.workers} workers x "
                     f"{sizing.per_worker} connections each = {sizing.demand}, more than the "
                     f"{sizing.available} the server can give ({sizing.max_connections} "
                     f"max_connections - {sizing.superuser_reserved} superuser_reserved_connections - "
                     f"{sizing.reserved} reserved_connections - {sizing.margin} margin).",
                     hint=(
-                        "Lower WEB_CONCURRENCY or DB_POOL_MAX_SIZE, raise max_connections on the "
-                        "server, or put PgBouncer in front of it."
+                        "Run fewer web workers, or give each fewer connections (the pool's max_size in "
+                        "the database OPTIONS), raise max_connections on the server, or put "
+                        "PgBouncer in front of it."
                     ),
                     id="dbops.W001",
                 )

@@ -125,6 +125,6 @@ def examine(
         summary = check.found(len(rows)) if rows else check.clear
         findings.append(Finding(check.name, not rows, summary, rows, check.action))
     findings.append(_pool_finding(alias))
-    if alias == routing.PRIMARY and routing.replica_configured():
+    if alias == routing.primary_alias() and routing.replica_configured():
         findings.append(_replica_finding())
     return findings

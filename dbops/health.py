@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError, connections
 
 from dbops import catalog, routing
+from dbops.conf import dbops_settings
 from dbops.errors import error_text
 
 
@@ -44,7 +44,7 @@ def readiness() -> tuple[bool, dict[str, Any]]:
     """(ready, report). Not ready when the database cannot be reached.
 
     Unapplied migrations are listed but do not make the process unready, unless
-    ``HEALTH_FAIL_ON_PENDING_MIGRATIONS`` is on: between the expand and contract steps of a
+    ``DBOPS["HEALTH_FAIL_ON_PENDING_MIGRATIONS"]`` is on: between the expand and contract steps of a
     zero-downtime change they are expected, and failing readiness then would take every pod out of
     service during the very backfill meant to avoid downtime.
     """
@@ -74,7 +74,7 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         }
     if routing.replica_configured():
         report.update(replica_report())
-    if pending and getattr(settings, "HEALTH_FAIL_ON_PENDING_MIGRATIONS", False):
+    if pending and dbops_settings.HEALTH_FAIL_ON_PENDING_MIGRATIONS:
         report["status"] = "unavailable"
         report["reason"] = f"{len(pending)} unapplied migration(s): run manage.py migrate"
         return False, report

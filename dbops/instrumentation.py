@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
 
-from django.conf import settings
 from django.db import connections
+
+from dbops.conf import dbops_settings
 
 logger = logging.getLogger("dbops.slow_query")
 
@@ -34,7 +35,7 @@ class QueryStats:
         self.total_ms = 0.0
         # Per database alias: {alias: [count, ms]}, for pages that read from a replica too.
         self.by_alias: dict[str, list] = {}
-        self.slow_ms = settings.DB_SLOW_QUERY_MS if slow_ms is None else slow_ms
+        self.slow_ms = dbops_settings.SLOW_QUERY_MS if slow_ms is None else slow_ms
 
     def __call__(self, execute, sql, params, many, context):
         started = time.perf_counter()

@@ -102,7 +102,7 @@ class QueryCountMiddleware(SyncAndAsyncMiddleware):
         response.headers["X-DB-Query-Count"] = str(stats.count)
         response.headers["X-DB-Query-Time-Ms"] = f"{stats.total_ms:.1f}"
         response.headers["X-DB-Replica-Query-Count"] = str(
-            stats.by_alias.get(routing.REPLICA, [0])[0]
+            stats.by_alias.get(routing.replica_alias(), [0])[0]
         )
         _fill_query_stats(response, stats)
         return response

@@ -1,6 +1,7 @@
 """Reads to a streaming replica, writes and transactions to the primary, and read-your-writes.
 
-Active only when ``DATABASES`` has a ``replica`` alias (``DATABASE_REPLICA_URL``). The rules:
+Active only when ``DATABASES`` has the replica alias (``DBOPS["REPLICA_ALIAS"]``, default
+``replica``). The rules:
 
 - Only the reads of a web request (``ReplicaRoutingMiddleware``) may go to the replica. Management
   commands, migrations, scripts and shells have no request and read from the primary.
@@ -10,7 +11,7 @@ Active only when ``DATABASES`` has a ``replica`` alias (``DATABASE_REPLICA_URL``
   primary's WAL insert position (``pg_current_wal_insert_lsn()``) is kept in the user's session.
   That user's reads go to the replica only once ``pg_last_wal_replay_lsn()`` there has reached it;
   until then they go to the primary. Users who wrote nothing read from the replica at once.
-- Lag ceiling (``DB_REPLICA_MAX_LAG_MS``): past it, every read goes to the primary. Lag is measured
+- Lag ceiling (``DBOPS["REPLICA_MAX_LAG_MS"]``): past it, every read goes to the primary. Lag is measured
   by LSN distance and replay progress: how long ago the primary had first flushed WAL that the
   replica has still not replayed (``ReplicaMonitor``). Not ``pg_last_xact_replay_timestamp()``,
   which grows whenever the primary is idle, nor ``replay_lag``, which reads near zero while replay
@@ -20,7 +21,8 @@ Active only when ``DATABASES`` has a ``replica`` alias (``DATABASE_REPLICA_URL``
   on the primary when it failed on the replica before writing anything), and the replica is tried
   again after a back-off that doubles from 1 s up to 30 s.
 
-Sessions and the login throttle's records are always read from the primary: the session holds the
+The apps in ``DBOPS["PRIMARY_ONLY_APPS"]`` (sessions, migrations; this project adds its login
+throttle's records) are always read from the primary: the session holds the
 WAL position that read-your-writes needs, and a login must see its own session at once.
 """
 
@@ -35,16 +37,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
+from dbops.conf import dbops_settings
 from dbops.errors import error_text, sqlstate
 
-PRIMARY = "default"
-REPLICA = "replica"
-# The session key holding the WAL position of the user's last write.
-SESSION_LSN_KEY = "_dbops_wal_lsn"
-PRIMARY_ONLY_APPS = frozenset({"sessions", "axes", "migrations"})
 # On a standby these can only be recovery conflicts (serialization failure, deadlock with the
 # startup process, database dropped) or the server going away.
 REPLICA_FAILURE_STATES = frozenset({"40001", "40P01", "57P04", "57P01", "57P02", "57P03"})
@@ -56,8 +53,18 @@ BACKOFF_MAX_S = 30.0
 HEALTH_INTERVAL_S = 0.5
 
 
+def primary_alias() -> str:
+    """The alias writes, transactions and migrations use (``DBOPS["PRIMARY_ALIAS"]``)."""
+    return dbops_settings.PRIMARY_ALIAS
+
+
+def replica_alias() -> str:
+    """The read replica's alias (``DBOPS["REPLICA_ALIAS"]``); routing is on when it is configured."""
+    return dbops_settings.REPLICA_ALIAS
+
+
 def replica_configured() -> bool:
-    return REPLICA in connections.settings
+    return replica_alias() in connections.settings
 
 
 def lsn_int(lsn: str) -> int:
@@ -106,7 +113,7 @@ class ReplicaMonitor:
 
     @property
     def max_lag_ms(self) -> float:
-        return settings.DB_REPLICA_MAX_LAG_MS
+        return dbops_settings.REPLICA_MAX_LAG_MS
 
     def usable(self) -> bool:
         """May reads go to the replica now? Refreshes the health when it is due."""
@@ -133,13 +140,13 @@ class ReplicaMonitor:
 
     def _measure(self, now: float) -> ReplicaHealth:
         try:
-            primary_lsn = _one(PRIMARY, "SELECT pg_current_wal_flush_lsn()::text")
+            primary_lsn = _one(primary_alias(), "SELECT pg_current_wal_flush_lsn()::text")
         except DatabaseError:
             # The primary's trouble is not the replica's: readiness reports it on its own.
             return self.health
         try:
             in_recovery, replay = _row(
-                REPLICA, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
+                replica_alias(), "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
             )
         except DatabaseError as exc:
             return self.mark_down(f"unreachable: {error_text(exc)}")
@@ -172,7 +179,7 @@ class ReplicaMonitor:
         self.down_until = self.clock() + backoff
         self.checked_at = None
         self.health = ReplicaHealth(ok=False, reason=f"{reason}; retried in {backoff:g} s")
-        _close_quietly(REPLICA)
+        _close_quietly(replica_alias())
         return self.health
 
     def reset(self) -> None:
@@ -247,16 +254,16 @@ def current() -> RequestRouting | None:
 def _session_lsn_caught_up(state: RequestRouting) -> bool:
     """Has the replica replayed this user's last write? Forgets the position once it has."""
     session = getattr(state.request, "session", None)
-    lsn = session.get(SESSION_LSN_KEY) if session is not None else None
+    lsn = session.get(dbops_settings.SESSION_LSN_KEY) if session is not None else None
     if not lsn:
         return True
     try:
-        caught_up = _one(REPLICA, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn])
+        caught_up = _one(replica_alias(), "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn])
     except DatabaseError as exc:
         monitor.mark_down(f"unreachable: {error_text(exc)}")
         return False
     if caught_up:
-        session.pop(SESSION_LSN_KEY, None)
+        session.pop(dbops_settings.SESSION_LSN_KEY, None)
     return bool(caught_up)
 
 
@@ -267,12 +274,12 @@ def replica_allowed(state: RequestRouting | None) -> bool:
         # Asked on the event loop itself (the async ORM asks in its worker thread): no
         # synchronous check can run here, and the primary is always right.
         return False
-    if connections[PRIMARY].in_atomic_block:
+    if connections[primary_alias()].in_atomic_block:
         return False
     if not monitor.usable():
         return False
     try:
-        connections[REPLICA].ensure_connection()
+        connections[replica_alias()].ensure_connection()
     except DatabaseError as exc:
         monitor.mark_down(f"unreachable: {error_text(exc)}")
         state.pin("replica unreachable")
@@ -291,13 +298,13 @@ class ReplicaRouter:
     def db_for_read(self, model, **hints):
         if not replica_configured():
             return None
-        if model._meta.app_label in PRIMARY_ONLY_APPS:
-            return PRIMARY
+        if model._meta.app_label in dbops_settings.PRIMARY_ONLY_APPS:
+            return primary_alias()
         state = current()
         if replica_allowed(state):
             state.replica_reads += 1
-            return REPLICA
-        return PRIMARY
+            return replica_alias()
+        return primary_alias()
 
     def db_for_write(self, model, **hints):
         if not replica_configured():
@@ -305,17 +312,17 @@ class ReplicaRouter:
         state = current()
         if state is not None:
             state.wrote = True
-        return PRIMARY
+        return primary_alias()
 
     def allow_relation(self, obj1, obj2, **hints):
         if not replica_configured():
             return None
-        return {obj1._state.db, obj2._state.db} <= {PRIMARY, REPLICA, None}
+        return {obj1._state.db, obj2._state.db} <= {primary_alias(), replica_alias(), None}
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):
         if not replica_configured():
             return None
-        return db == PRIMARY
+        return db == primary_alias()
 
 
 def observe(execute, sql, params, many, context):
@@ -325,13 +332,13 @@ def observe(execute, sql, params, many, context):
     if state is None:
         return execute(sql, params, many, context)
     alias = context["connection"].alias
-    if alias == PRIMARY and not state.wrote:
+    if alias == primary_alias() and not state.wrote:
         if not sql.lstrip().upper().startswith(READ_ONLY_PREFIXES):
             state.wrote = True
     try:
         return execute(sql, params, many, context)
     except DatabaseError as exc:
-        if alias == REPLICA and is_replica_failure(exc):
+        if alias == replica_alias() and is_replica_failure(exc):
             state.replica_error = exc
         raise
 
@@ -345,7 +352,7 @@ def observe_connection(connection, **kwargs) -> None:
 def write_position() -> str | None:
     """The primary's WAL insert position now: what a reader of this user's writes must wait for."""
     try:
-        return _one(PRIMARY, "SELECT pg_current_wal_insert_lsn()::text")
+        return _one(primary_alias(), "SELECT pg_current_wal_insert_lsn()::text")
     except DatabaseError:
         return None
 
@@ -368,7 +375,7 @@ def remember_writes(state: RequestRouting) -> None:
         return
     lsn = write_position()
     if lsn is not None:
-        session[SESSION_LSN_KEY] = lsn
+        session[dbops_settings.SESSION_LSN_KEY] = lsn
 
 
 def failed_on_replica(state: RequestRouting, status_code: int) -> bool:

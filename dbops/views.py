@@ -1,12 +1,12 @@
 import hmac
 
-from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from dbops.conf import dbops_settings
 from dbops.health import readiness
 
 HEALTH_TOKEN_HEADER = "X-Health-Token"
@@ -37,8 +37,8 @@ def live(request):
 
 
 def may_see_details(request) -> bool:
-    """Staff, or a probe sending the configured ``HEALTH_TOKEN`` in ``X-Health-Token``."""
-    token = getattr(settings, "HEALTH_TOKEN", "")
+    """Staff, or a probe sending the configured ``DBOPS["HEALTH_TOKEN"]`` in ``X-Health-Token``."""
+    token = dbops_settings.HEALTH_TOKEN
     given = request.headers.get(HEALTH_TOKEN_HEADER)
     if token and given is not None:
         # Bytes: compare_digest takes str only when ASCII, and a header may be anything.

@@ -56,7 +56,7 @@ def replica_alias(replica_server):
 
     from dbops import routing
 
-    connections.settings[routing.REPLICA] = {
+    connections.settings[routing.replica_alias()] = {
         **connections["default"].settings_dict,
         "HOST": str(replica_server.socket_dir),
         "PORT": str(replica_server.port),
@@ -66,9 +66,9 @@ def replica_alias(replica_server):
     try:
         yield replica_server
     finally:
-        connections[routing.REPLICA].close()
-        del connections[routing.REPLICA]
-        del connections.settings[routing.REPLICA]
+        connections[routing.replica_alias()].close()
+        del connections[routing.replica_alias()]
+        del connections.settings[routing.replica_alias()]
         routing.monitor.reset()
 
 
@@ -81,7 +81,7 @@ def replica(replica_alias):
     from dbops import routing
     from tests.replica import Replica
 
-    saved = dict(connections.settings[routing.REPLICA])
+    saved = dict(connections.settings[routing.replica_alias()])
     routing.monitor.reset()
     handle = Replica(replica_alias)
     handle.resume()
@@ -90,9 +90,9 @@ def replica(replica_alias):
         yield handle
     finally:
         handle.resume()
-        connections[routing.REPLICA].close()
-        connections.settings[routing.REPLICA].update(saved)
-        connections[routing.REPLICA].settings_dict.update(saved)
+        connections[routing.replica_alias()].close()
+        connections.settings[routing.replica_alias()].update(saved)
+        connections[routing.replica_alias()].settings_dict.update(saved)
         routing.monitor.reset()
 
 

@@ -61,10 +61,27 @@ DATABASE_ROUTERS = ["dbops.routing.ReplicaRouter"]
 
 # Off on purpose: money services open durable transactions, which cannot nest in a request-wide one.
 ATOMIC_REQUESTS = False
-DB_SLOW_QUERY_MS = env.int("DB_SLOW_QUERY_MS", default=500, minimum=0)
-# Past this replica lag (measured by WAL position and replay progress), every read goes to the primary.
-DB_REPLICA_MAX_LAG_MS = env.int("DB_REPLICA_MAX_LAG_MS", default=2000, minimum=0)
-WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=2, minimum=1)
+
+# DBOPS (the database toolkit: every key, its meaning and its default are in dbops/conf.py)
+# ------------------------------------------------------------------------------
+# This project's environment variables feed the toolkit's settings; the toolkit reads no variable.
+DBOPS = {
+    "SLOW_QUERY_MS": env.int("DB_SLOW_QUERY_MS", default=500, minimum=0),
+    # Past this replica lag (WAL position and replay progress), every read goes to the primary.
+    "REPLICA_MAX_LAG_MS": env.int("DB_REPLICA_MAX_LAG_MS", default=2000, minimum=0),
+    # The login throttle's records are read from the primary too: a login must see its own
+    # failures at once.
+    "PRIMARY_ONLY_APPS": ("sessions", "migrations", "axes"),
+    # For the pool-sizing check (dbops.W001): the web workers gunicorn/uvicorn run.
+    "WEB_CONCURRENCY": env.int("WEB_CONCURRENCY", default=2, minimum=1),
+    # /health/ready shows its details to staff and to probes sending this in X-Health-Token.
+    "HEALTH_TOKEN": env.str("HEALTH_TOKEN", default=""),
+    # Off: pending migrations are reported, not fatal (between expand and contract they are
+    # expected).
+    "HEALTH_FAIL_ON_PENDING_MIGRATIONS": env.bool(
+        "HEALTH_FAIL_ON_PENDING_MIGRATIONS", default=False
+    ),
+}
 
 # CACHES
 # ------------------------------------------------------------------------------
@@ -183,13 +200,6 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     }
 }
-
-# HEALTH
-# ------------------------------------------------------------------------------
-# /health/ready shows its details to staff and to probes sending this in X-Health-Token.
-HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
-# Off: pending migrations are reported, not fatal (between expand and contract they are expected).
-HEALTH_FAIL_ON_PENDING_MIGRATIONS = env.bool("HEALTH_FAIL_ON_PENDING_MIGRATIONS", default=False)
 
 # STATIC
 # ------------------------------------------------------------------------------

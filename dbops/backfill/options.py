@@ -49,6 +49,6 @@ class BackfillOptions:
     lock_timeout_ms: int = 2000
     statement_timeout_ms: int = 30_000
     # Pause between batches while the replica lags more than this; None: the router's ceiling
-    # (DB_REPLICA_MAX_LAG_MS). No replica configured: never pauses.
+    # (DBOPS["REPLICA_MAX_LAG_MS"]). No replica configured: never pauses.
     max_replica_lag_ms: float | None = None
     restart: bool = False  # abandon an unfinished run of the same target and start over

@@ -1,6 +1,6 @@
 """Throttle on the replica's health: pause between batches while it lags, as GitLab's batched
 migrations do. Every batch writes WAL the replica must replay; a backfill that outruns replay
-makes the router send every reader to the primary (past ``DB_REPLICA_MAX_LAG_MS``), exactly when
+makes the router send every reader to the primary (past ``DBOPS["REPLICA_MAX_LAG_MS"]``), exactly when
 the primary is busiest. So after each batch, while the replica lags more than
 ``max_replica_lag_ms`` (default: the router's ceiling), the run waits, renewing its lease, and
 counts the pause. Without a replica, nothing to wait for.
@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from django.conf import settings
-
 from dbops import routing
 from dbops.backfill.plan import BackfillPlan
+from dbops.conf import dbops_settings
 
 # How often a paused run asks again.
 POLL_S = 0.1
@@ -24,7 +23,7 @@ RENEW_S = 10.0
 
 def threshold_ms(plan: BackfillPlan) -> float:
     configured = plan.options.max_replica_lag_ms
-    return settings.DB_REPLICA_MAX_LAG_MS if configured is None else configured
+    return dbops_settings.REPLICA_MAX_LAG_MS if configured is None else configured
 
 
 def replica_lag_ms() -> float | None:

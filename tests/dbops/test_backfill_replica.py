@@ -29,7 +29,7 @@ def products(replica):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_default_threshold_is_the_routers_ceiling(settings):
-    settings.DB_REPLICA_MAX_LAG_MS = 1234
+    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 1234}
     options = BackfillOptions("orders.Product", "name", Expression("upper(name)"))
     assert options.target_batch_ms == 50
     assert threshold_ms(plan_build(options)) == 1234

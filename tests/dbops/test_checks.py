@@ -15,20 +15,23 @@ from tests.helpers import ROOT, subprocess_env
 @pytest.mark.django_db
 def test_pool_check_warns_with_the_numbers_when_workers_exceed_the_server(settings):
     limits = connection_limits()
-    settings.WEB_CONCURRENCY = limits.max_connections
+    settings.DBOPS = {**settings.DBOPS, "WEB_CONCURRENCY": limits.max_connections}
     [warning] = check_pool_sizing(databases=["default"])
     margin = max(3, limits.max_connections // 10)
     available = limits.max_connections - limits.superuser_reserved - limits.reserved - margin
     assert warning.id == "dbops.W001"
-    assert f"WEB_CONCURRENCY={limits.max_connections} workers x 1 connections each" in warning.msg
+    assert (
+        f"DBOPS['WEB_CONCURRENCY']={limits.max_connections} workers x 1 connections each"
+        in warning.msg
+    )
     assert f"more than the {available} the server can give" in warning.msg
     assert f"({limits.max_connections} max_connections" in warning.msg
-    assert "DB_POOL_MAX_SIZE" in warning.hint
+    assert "max_size" in warning.hint
 
 
 @pytest.mark.django_db
 def test_pool_check_is_quiet_when_it_fits(settings):
-    settings.WEB_CONCURRENCY = 2
+    settings.DBOPS = {**settings.DBOPS, "WEB_CONCURRENCY": 2}
     assert check_pool_sizing(databases=["default"]) == []
 
 
@@ -38,7 +41,7 @@ def test_pool_check_runs_only_with_database_flag():
 
 @pytest.mark.django_db
 def test_manage_py_check_database_prints_the_warning(settings):
-    settings.WEB_CONCURRENCY = 10_000
+    settings.DBOPS = {**settings.DBOPS, "WEB_CONCURRENCY": 10_000}
     out = StringIO()
     call_command("check", "--database", "default", stdout=out, stderr=out)
     assert "dbops.W001" in out.getvalue()
@@ -106,13 +109,13 @@ def test_pool_check_warns_from_the_first_connection_past_what_the_server_gives()
         )
     assert "dbops.W001" not in fits and "no issues" in fits, fits
     assert (
-        "(dbops.W001) Database 'default': WEB_CONCURRENCY=17 workers x 1 connections each = 17,"
+        "(dbops.W001) Database 'default': DBOPS['WEB_CONCURRENCY']=17 workers x 1 connections each = 17,"
         " more than the 16 the server can give (25 max_connections - 2 superuser_reserved_connections"
         " - 4 reserved_connections - 3 margin)."
     ) in over
     assert "dbops.W001" not in pool_fits, pool_fits
     assert (
-        "WEB_CONCURRENCY=5 workers x 4 connections each = 20, more than the 16 the server can give"
+        "DBOPS['WEB_CONCURRENCY']=5 workers x 4 connections each = 20, more than the 16 the server can give"
     ) in pool_over
     assert "dbops.W001" not in larger_fits, larger_fits
     assert (

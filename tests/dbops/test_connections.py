@@ -16,7 +16,7 @@ from tests.helpers import (
 
 @pytest.fixture(autouse=True)
 def health_token(settings):
-    settings.HEALTH_TOKEN = HEALTH_TOKEN
+    settings.DBOPS = {**settings.DBOPS, "HEALTH_TOKEN": HEALTH_TOKEN}
 
 
 def backend_pid_of_request() -> tuple[int, int | None]:

@@ -44,7 +44,7 @@ def test_a_healthy_database_exits_zero():
 
 
 def test_invalid_index_is_reported_here_and_in_health(client, settings):
-    settings.HEALTH_TOKEN = HEALTH_TOKEN
+    settings.DBOPS = {**settings.DBOPS, "HEALTH_TOKEN": HEALTH_TOKEN}
     customer_create(region="south")
     customer_create(region="south")
     with connection.cursor() as cursor, pytest.raises(IntegrityError):
@@ -67,7 +67,7 @@ def test_invalid_index_is_reported_here_and_in_health(client, settings):
 
 
 def test_not_valid_constraint_is_reported_here_and_in_health(client, settings):
-    settings.HEALTH_TOKEN = HEALTH_TOKEN
+    settings.DBOPS = {**settings.DBOPS, "HEALTH_TOKEN": HEALTH_TOKEN}
     with connection.cursor() as cursor:
         cursor.execute(
             "ALTER TABLE orders_product ADD CONSTRAINT doctor_check CHECK (stock < 1000000000) NOT VALID"
@@ -126,7 +126,7 @@ def test_blocked_and_blocking_sessions_are_reported():
 
 
 def test_pool_sizing_is_reported(settings):
-    settings.WEB_CONCURRENCY = 100_000
+    settings.DBOPS = {**settings.DBOPS, "WEB_CONCURRENCY": 100_000}
     code, output = doctor()
     assert code == 1
     assert "FIX  pool sizing: 100000 workers x 1 = 100000 connections" in output

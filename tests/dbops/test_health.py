@@ -24,7 +24,7 @@ PUBLIC = {"status"}
 
 @pytest.fixture
 def token(settings):
-    settings.HEALTH_TOKEN = HEALTH_TOKEN
+    settings.DBOPS = {**settings.DBOPS, "HEALTH_TOKEN": HEALTH_TOKEN}
     return HEALTH_TOKEN
 
 
@@ -77,7 +77,7 @@ def test_ready_shows_the_status_only_for_a_wrong_token(client, token, given):
 
 @pytest.mark.django_db
 def test_ready_shows_the_status_only_when_no_token_is_configured(client, settings):
-    settings.HEALTH_TOKEN = ""
+    settings.DBOPS = {**settings.DBOPS, "HEALTH_TOKEN": ""}
     assert client.get("/health/ready", headers={"X-Health-Token": ""}).json() == {"status": "ok"}
 
 
@@ -105,7 +105,7 @@ def test_ready_stays_200_with_unapplied_migrations_and_lists_them(client, token,
 
 @pytest.mark.django_db
 def test_ready_is_503_on_unapplied_migrations_when_configured(client, settings, pending_migration):
-    settings.HEALTH_FAIL_ON_PENDING_MIGRATIONS = True
+    settings.DBOPS = {**settings.DBOPS, "HEALTH_FAIL_ON_PENDING_MIGRATIONS": True}
     response = client.get("/health/ready")
     assert response.status_code == 503
     assert response.json() == {

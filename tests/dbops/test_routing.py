@@ -12,6 +12,7 @@ from zeal import zeal_context
 
 from accounts.models import Account
 from dbops import routing
+from dbops.conf import dbops_settings
 from dbops.doctor import examine
 from orders.models import Product
 from tests.factories import account_create, product_create, user_create
@@ -46,7 +47,7 @@ def logged_in(user) -> Client:
 
 @pytest.fixture(autouse=True)
 def _health_token(settings):
-    settings.HEALTH_TOKEN = HEALTH_TOKEN
+    settings.DBOPS = {**settings.DBOPS, "HEALTH_TOKEN": HEALTH_TOKEN}
 
 
 @pytest.fixture
@@ -113,12 +114,12 @@ def test_a_writer_reads_its_write_while_the_replica_has_not_replayed_it(alice, r
     page = writer.get("/accounts/")
     assert b"Renamed" in page.content
     assert int(page[REPLICA_COUNT]) > 0  # caught up: back on the replica
-    assert routing.SESSION_LSN_KEY not in writer.session
+    assert dbops_settings.SESSION_LSN_KEY not in writer.session
 
 
 def test_lag_past_the_ceiling_sends_every_read_to_the_primary(alice, replica, clock, settings):
     user, _ = alice
-    settings.DB_REPLICA_MAX_LAG_MS = 2000
+    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 2000}
     client = logged_in(user)
     replica.pause()
     assert routing.monitor.refresh().ok

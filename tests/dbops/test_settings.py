@@ -235,7 +235,7 @@ def test_replica_lag_ceiling_is_read_and_checked():
         [
             sys.executable,
             "-c",
-            "import django; django.setup(); from django.conf import settings; print(settings.DB_REPLICA_MAX_LAG_MS)",
+            "import django; django.setup(); from django.conf import settings; print(settings.DBOPS['REPLICA_MAX_LAG_MS'])",
         ],
         cwd=ROOT,
         env={

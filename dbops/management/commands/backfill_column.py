@@ -119,7 +119,7 @@ class Command(BaseCommand):
             type=float,
             default=None,
             help="pause between batches while the read replica lags more than this, in "
-            "milliseconds (default: DB_REPLICA_MAX_LAG_MS, the router's ceiling; no replica "
+            "milliseconds (default: DBOPS['REPLICA_MAX_LAG_MS'], the router's ceiling; no replica "
             "configured: no pauses)",
         )
         parser.add_argument(
