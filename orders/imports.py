@@ -95,10 +95,10 @@ class ImportReport:
         return self.rows / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        verb = "would be" if self.dry_run else "were"
+        would = "would be " if self.dry_run else ""
         return (
-            f"{self.rows + len(self.rejects):,} rows read: {self.inserted:,} {verb} inserted, "
-            f"{self.updated:,} {verb} updated, {self.unchanged:,} unchanged, "
+            f"{self.rows + len(self.rejects):,} rows read: {self.inserted:,} {would}inserted, "
+            f"{self.updated:,} {would}updated, {self.unchanged:,} unchanged, "
             f"{len(self.rejects):,} rejected"
             + ("" if self.dry_run else f", in {self.batches:,} batch{'es' * (self.batches != 1)}")
             + f" ({self.seconds:.1f} s)."
