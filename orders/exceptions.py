@@ -118,7 +118,8 @@ class ImportStopped(OrdersError):
         self.line = line
         super().__init__(
             f"The import stopped at the batch starting on line {line}: {reason}. "
-            f"{batches} batches ({rows_written:,} rows) before it are committed; that batch and "
+            f"{batches} batch{'es' * (batches != 1)} ({rows_written:,} rows) before it are "
+            "committed; that batch and "
             "the rest were not written. Run the same file again to finish: rows already written "
             "are left as they are."
         )
