@@ -54,7 +54,7 @@ serve-asgi: install  ## production settings under uvicorn (needs DJANGO_SECRET_K
 		$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $${WEB_CONCURRENCY:-2} --lifespan off
 
-bench: install  ## run every benchmark (about 15 minutes); tables go to bench/results/
+bench: install  ## run every benchmark (about 30 minutes); tables go to bench/results/
 	$(PY) bench/connections.py
 	$(PY) bench/transfers.py
 	$(PY) bench/pages.py
@@ -62,6 +62,7 @@ bench: install  ## run every benchmark (about 15 minutes); tables go to bench/re
 	$(PY) bench/index.py
 	$(PY) bench/replica.py
 	$(PY) bench/async_views.py
+	$(PY) bench/bulk.py
 
 lint: install
 	$(VENV)/bin/ruff format --check .
