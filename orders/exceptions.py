@@ -1,4 +1,6 @@
-"""Domain errors of the orders app; nothing was written when one is raised.
+"""Domain errors of the orders app; nothing was written when one is raised, except by the two
+that stop a bulk write part-way (``ImportStopped``, ``PriceRaiseStopped``): they say which whole
+batches were committed before them, and how to finish.
 
 The errors every app shares (``InvalidChange``, ``IdempotencyConflict``, ``StaleVersion``) live in
 ``core.exceptions`` and are named here too, so callers import one module.

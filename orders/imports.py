@@ -46,7 +46,7 @@ from orders.bulk import (
     unnest_source,
     upsert_sql,
 )
-from orders.exceptions import ImportFileError, ImportStopped
+from orders.exceptions import ImportFileError, ImportStopped, InvalidChange
 from orders.models import Product
 from orders.selectors import catalog_invalidate
 
@@ -333,8 +333,8 @@ def products_import(
     rejects reported with their line numbers, the valid rows upserted on SKU in batches of
     ``batch_size`` (default 1,000, or 10,000 with ``copy``), or only counted with ``dry_run``."""
     size = batch_size or (COPY_BATCH_SIZE if copy else BATCH_SIZE)
-    if not 1 <= size <= MAX_BATCH_SIZE:
-        raise ImportFileError(f"the batch size must be from 1 to {MAX_BATCH_SIZE:,}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
+        raise InvalidChange("batch_size", f"must be a whole number from 1 to {MAX_BATCH_SIZE:,}")
     started = time.monotonic()
     fields, total, rejects = _scan(file)
     report = ImportReport(fields=fields, rejects=rejects, dry_run=dry_run)

@@ -212,12 +212,14 @@ def test_a_file_that_cannot_be_imported_exits_2_naming_the_line_and_writes_nothi
     assert Product.objects.count() == 0
 
 
-def test_a_missing_file_or_a_bad_batch_size_exits_2(tmp_path):
+def test_a_missing_file_or_bad_arguments_exit_2(tmp_path):
     code, _, err = run(tmp_path / "nowhere.csv")
     assert code == 2 and "Cannot read" in err and "No such file or directory" in err
     assert run(tmp_path)[0] == 2  # a directory
     code, _, err = run(csv_file(tmp_path, lines(1)), "--batch-size", "0")
     assert code == 2 and "--batch-size must be from 1" in err
+    code, _, err = run(csv_file(tmp_path, lines(1)), "--database", "elsewhere")
+    assert code == 2 and "'elsewhere' is not a database alias" in err
     assert Product.objects.count() == 0
 
 

@@ -1,6 +1,7 @@
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from orders.exceptions import ImportFileError, ImportStopped
 from orders.imports import (
@@ -69,6 +70,12 @@ class Command(BaseCommand):
         if size is not None and not 1 <= size <= MAX_BATCH_SIZE:
             raise CommandError(
                 f"--batch-size must be from 1 to {MAX_BATCH_SIZE:,}.", returncode=UNREADABLE
+            )
+        if options["database"] not in connections:
+            raise CommandError(
+                f"--database {options['database']!r} is not a database alias of these settings "
+                f"(they have: {', '.join(connections)}).",
+                returncode=UNREADABLE,
             )
         path = options["file"]
         try:
