@@ -108,16 +108,21 @@ def test_changed_rows_are_updated_and_advance_their_version_and_nothing_else_is_
     assert now["IM-000021"][4] == 1
 
 
-def test_description_is_set_only_by_a_file_that_has_the_column(tmp_path):
+@committing  # each COPY batch's temporary table is dropped at a real commit
+@pytest.mark.parametrize("copy", [[], ["--copy"]])
+def test_description_is_set_only_by_a_file_that_has_the_column(tmp_path, copy):
     product_create(sku="D-1", description="Kept as it is.")
-    run(csv_file(tmp_path, ["D-1,Renamed,1.00,1"]))
+    run(csv_file(tmp_path, ["D-1,Renamed,1.00,1"]), *copy)
     assert Product.objects.get(sku="D-1").description == "Kept as it is."
+    text = 'New, with a comma, a "quote", a tab\t, a back\\slash \\N,\nand a second line.'
+    quoted = '"' + text.replace('"', '""') + '"'
     with_column = csv_file(
-        tmp_path, ['D-1,Renamed,1.00,1,"New, with a comma"'], header=HEADER + ",description"
+        tmp_path, [f"D-1,Renamed,1.00,1,{quoted}"], header=HEADER + ",description"
     )
-    assert run(with_column)[0] == 0
-    assert Product.objects.get(sku="D-1").description == "New, with a comma"
-    assert "1 unchanged" in run(with_column)[1]
+    code, out, err = run(with_column, *copy)
+    assert code == 0, err
+    assert Product.objects.get(sku="D-1").description == text
+    assert "1 unchanged" in run(with_column, *copy)[1]
 
 
 def test_columns_may_come_in_any_order_with_a_byte_order_mark_and_windows_line_ends(tmp_path):
@@ -309,10 +314,20 @@ def test_a_process_killed_mid_import_leaves_whole_batches_and_a_rerun_finishes(t
             time.sleep(0.01)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(10)
+    # Its server session ends when PostgreSQL notices the client is gone: wait for that, so no
+    # statement of the killed import is still running when the rows are counted.
+    with raw_connection() as observer:
+        while observer.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND state <> 'idle'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the killed import's session lingers"
+            time.sleep(0.01)
 
-    done = len(stored())
+    rows = stored()
+    done = len(rows)
     assert 50 <= done < 20_000 and done % 10 == 0, "a batch was committed in part"
-    assert sorted(stored()) == [f"IM-{i:06d}" for i in range(1, done + 1)]
+    assert sorted(rows) == [f"IM-{i:06d}" for i in range(1, done + 1)]
     code, out, _ = run(path, "--batch-size", "1000")
     assert code == 0 and f"{20_000 - done:,} inserted, 0 updated, {done:,} unchanged" in out
     assert {row[4] for row in stored().values()} == {1}
