@@ -304,7 +304,7 @@ def _copy_upsert(batch: list[Row], fields: tuple[str, ...], using: str) -> list[
 
 def _classify(batch: list[Row], fields: tuple[str, ...], using: str) -> tuple[int, int]:
     connection = connections[using]
-    with transaction.atomic(using=using), connection.cursor() as cursor:
+    with transaction.atomic(using=using, durable=True), connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION READ ONLY")  # a dry run cannot write, whatever happens
         cursor.execute(classify_sql(connection, fields), _columns(batch))
         return cursor.fetchone()
@@ -338,6 +338,7 @@ def products_import(
     started = time.monotonic()
     fields, total, rejects = _scan(file)
     report = ImportReport(fields=fields, rejects=rejects, dry_run=dry_run)
+    writing = time.monotonic()  # the rate and ETA shown are the writing's own
     try:
         for batch in _batches(file, size):
             try:
@@ -357,7 +358,7 @@ def products_import(
             report.unchanged += len(batch) - inserted - updated
             report.batches += 1
             if progress is not None:
-                progress(ImportProgress(done=report.rows, total=total, started=started))
+                progress(ImportProgress(done=report.rows, total=total, started=writing))
     finally:
         report.seconds = time.monotonic() - started
         if not dry_run and report.inserted + report.updated:

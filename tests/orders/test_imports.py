@@ -76,6 +76,7 @@ def test_import_inserts_every_row_in_batches_and_the_same_file_again_changes_not
     code, out, _ = run(path, "--batch-size", "1000")
     assert code == 0
     assert "2,500 inserted, 0 updated, 0 unchanged, 0 rejected, in 3 batches" in out
+    assert "1,000 of 2,500 rows (40%)" in out and "2,500 of 2,500 rows (100%)" in out
     first = stored()
     assert len(first) == 2500
     assert first["IM-000007"][:5] == ("Product 7", Decimal("9.99"), 7, "", 1)
@@ -349,6 +350,22 @@ def test_the_command_exits_0_1_or_2_as_a_process(tmp_path, body, status):
     )
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
+
+
+class Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_progress_bar_on_a_terminal(tmp_path):
+    out = Terminal()
+    run_command(
+        "import_products", str(csv_file(tmp_path, lines(30))), "--batch-size", "10", stdout=out
+    )
+    bars = out.getvalue().split("\r")
+    assert bars[1].startswith("[##########....................] 33.3%  10 of 30 rows")
+    assert bars[3].startswith("[##############################] 100.0%  30 of 30 rows")
+    assert "30 inserted" in bars[3]
 
 
 def test_help_names_every_option_and_the_exit_codes():
