@@ -28,11 +28,13 @@ run: install  ## migrate, load demo data, serve on http://$(HOST):$(PORT) (make 
 test: install  ## the whole suite against real PostgreSQL (embedded unless DATABASE_URL is set), browser group included
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The tests of transfers, orders, concurrency, retries and the backfill, again through a real
-# PgBouncer in transaction mode (Debian's pgbouncer), plus the session-state checks; CI runs it.
+# The tests of transfers, orders, concurrency, retries, the backfill and the bulk writes (the
+# import and its COPY path, the price raise), again through a real PgBouncer in transaction mode
+# (Debian's pgbouncer), plus the session-state checks; CI runs it.
 PGBOUNCER_TESTS := tests/accounts/test_services.py tests/accounts/test_concurrency.py \
 	tests/orders/test_services.py tests/orders/test_concurrency.py tests/dbops/test_retry.py \
-	tests/dbops/test_backfill.py tests/dbops/test_pgbouncer.py
+	tests/dbops/test_backfill.py tests/dbops/test_pgbouncer.py tests/orders/test_imports.py \
+	tests/orders/test_bulk.py
 test-pgbouncer: install  ## those tests through PgBouncer (apt-get install pgbouncer)
 	$(PY) -m pytest --pgbouncer $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 
@@ -52,7 +54,7 @@ serve-asgi: install  ## production settings under uvicorn (needs DJANGO_SECRET_K
 		$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $${WEB_CONCURRENCY:-2} --lifespan off
 
-bench: install  ## run every benchmark (about 15 minutes); tables go to bench/results/
+bench: install  ## run every benchmark (about 30 minutes); tables go to bench/results/
 	$(PY) bench/connections.py
 	$(PY) bench/transfers.py
 	$(PY) bench/pages.py
@@ -60,6 +62,7 @@ bench: install  ## run every benchmark (about 15 minutes); tables go to bench/re
 	$(PY) bench/index.py
 	$(PY) bench/replica.py
 	$(PY) bench/async_views.py
+	$(PY) bench/bulk.py
 
 lint: install
 	$(VENV)/bin/ruff format --check .

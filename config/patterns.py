@@ -456,6 +456,31 @@ PATTERNS: tuple[Pattern, ...] = (
         ),
         ("orders:product_list", "orders:product_detail"),
     ),
+    Pattern(
+        "bulk-writes",
+        "orders",
+        "Bulk writes the Django way",
+        "A CSV import validated line by line first (bad lines reported by number, a file that is "
+        "not UTF-8 refused whole), then upserted on SKU in short batches: INSERT ... ON CONFLICT "
+        "DO UPDATE ... WHERE the values differ, so changed rows advance their version and "
+        "unchanged ones are not written (idempotent); array parameters, or COPY into a temporary "
+        "table per transaction. A price raise as one UPDATE per batch that keeps optimistic "
+        "locking. Measured against a save() loop, bulk_create and bulk_update.",
+        (
+            "orders/imports.py products_import, rows_read",
+            "orders/bulk.py upsert_sql, product_prices_raise",
+            "orders/admin.py ProductAdmin.import_view",
+            "orders/management/commands/import_products.py",
+            "bench/bulk.py",
+        ),
+        (
+            Live(
+                "import a CSV file in the admin", url_name="admin:orders_product_import", staff=True
+            ),
+            Live("check a file", command="python manage.py import_products FILE.csv --dry-run"),
+        ),
+        ("admin:orders_product_import",),
+    ),
     # schema changes -----------------------------------------------------------------------
     Pattern(
         "index-concurrently",

@@ -1,9 +1,14 @@
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from core.admin import InputCheckedAdminMixin, OptimisticLockAdminMixin
-from orders.exceptions import DomainError, DuplicateCustomer
+from orders.exceptions import DomainError, DuplicateCustomer, ImportFileError, ImportStopped
+from orders.imports import UPLOAD_MAX_BYTES, products_import
 from orders.models import (
     Customer,
     Order,
@@ -93,6 +98,33 @@ class ProductAdminForm(forms.ModelForm):
         fields = ["sku", "name", "description", "price", "stock", "version"]
 
 
+class ProductImportForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file", help_text="UTF-8, header sku,name,price,stock (optionally description)."
+    )
+    dry_run = forms.BooleanField(
+        required=False, label="Check only: report what would change, write nothing"
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["file"].help_text += f" At most {filesizeformat(UPLOAD_MAX_BYTES)}."
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > UPLOAD_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The file is {filesizeformat(upload.size)}; at most "
+                f"{filesizeformat(UPLOAD_MAX_BYTES)} here. Import larger files with: "
+                "python manage.py import_products FILE.csv --copy"
+            )
+        return upload
+
+
+# Rejected lines shown on the page; the count says how many more there are.
+IMPORT_REJECTS_SHOWN = 200
+
+
 @admin.register(Product)
 class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.ModelAdmin):
     form = ProductAdminForm
@@ -114,6 +146,37 @@ class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.Model
 
     def optimistic_update(self, obj, *, expected_version, changes):
         return product_update(product_id=obj.pk, expected_version=expected_version, **changes)
+
+    def get_urls(self):
+        # admin_view: staff only, CSRF-protected, never cached.
+        view = self.admin_site.admin_view(self.import_view)
+        return [path("import/", view, name="orders_product_import"), *super().get_urls()]
+
+    def import_view(self, request):
+        """Upload a CSV file and run the same import as ``manage.py import_products``."""
+        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+            raise PermissionDenied
+        form = ProductImportForm(request.POST or None, request.FILES or None)
+        report = error = None
+        if request.method == "POST" and form.is_valid():
+            try:
+                report = products_import(
+                    file=form.cleaned_data["file"], dry_run=form.cleaned_data["dry_run"]
+                )
+            except (ImportFileError, ImportStopped) as exc:
+                error = str(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Import products from a CSV file",
+            "form": form,
+            "report": report,
+            "error": error,
+            "rejects": report.rejects[:IMPORT_REJECTS_SHOWN] if report else [],
+            "rejects_hidden": max(0, len(report.rejects) - IMPORT_REJECTS_SHOWN) if report else 0,
+        }
+        status = 400 if request.method == "POST" and (error or form.errors) else 200
+        return TemplateResponse(request, "admin/orders/product/import.html", context, status=status)
 
 
 class ReadOnlyInline(admin.TabularInline):

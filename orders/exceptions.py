@@ -1,4 +1,6 @@
-"""Domain errors of the orders app; nothing was written when one is raised.
+"""Domain errors of the orders app; nothing was written when one is raised, except by the two
+that stop a bulk write part-way (``ImportStopped``, ``PriceRaiseStopped``): they say which whole
+batches were committed before them, and how to finish.
 
 The errors every app shares (``InvalidChange``, ``IdempotencyConflict``, ``StaleVersion``) live in
 ``core.exceptions`` and are named here too, so callers import one module.
@@ -15,11 +17,14 @@ __all__ = [
     "DomainError",
     "DuplicateCustomer",
     "IdempotencyConflict",
+    "ImportFileError",
+    "ImportStopped",
     "InvalidChange",
     "InvalidOrderLine",
     "OrdersError",
     "OutOfStock",
     "PaymentFailed",
+    "PriceRaiseStopped",
     "ProductNotFound",
     "StaleVersion",
     "StockContention",
@@ -91,3 +96,49 @@ class UnknownRegion(OrdersError):
     def __init__(self, region: str, known):
         self.region = region
         super().__init__(f"Unknown region {region!r}: use one of {', '.join(known)}.")
+
+
+class ImportFileError(OrdersError):
+    """The file cannot be imported at all (missing, unreadable, not UTF-8, empty, a bad header):
+    nothing of it was written. ``line`` is where the problem is, when there is one."""
+
+    def __init__(self, reason: str, line: int | None = None):
+        self.reason = reason
+        self.line = line
+        super().__init__(f"line {line}: {reason}" if line else reason)
+
+
+class ImportStopped(OrdersError):
+    """The database refused a batch (or went away) part-way through an import. The batches before
+    it are committed whole, the failed one rolled back whole; running the same file again
+    finishes the import (the rows already written are unchanged, so they are not written again)."""
+
+    def __init__(self, reason: str, *, rows_written: int, batches: int, line: int):
+        self.reason = reason
+        self.rows_written = rows_written
+        self.batches = batches
+        self.line = line
+        super().__init__(
+            f"The import stopped at the batch starting on line {line}: {reason}. "
+            f"{batches} batch{'es' * (batches != 1)} ({rows_written:,} rows) before it are "
+            "committed; that batch and "
+            "the rest were not written. Run the same file again to finish: rows already written "
+            "are left as they are."
+        )
+
+
+class PriceRaiseStopped(OrdersError):
+    """The database refused a batch (or went away) part-way through a price raise: the products up
+    to ``last_id`` are raised, none after it. Resume with ``after_id=last_id``; running the whole
+    raise again would raise those products twice."""
+
+    def __init__(self, reason: str, *, last_id: int | None, rows_done: int):
+        self.reason = reason
+        self.last_id = last_id
+        self.rows_done = rows_done
+        resume = f"after_id={last_id}" if last_id is not None else "the same arguments"
+        super().__init__(
+            f"The price raise stopped: {reason}. {rows_done:,} products (ids up to "
+            f"{last_id if last_id is not None else '-'}) are raised and committed, none after "
+            f"them. Resume with {resume}; do not start it over."
+        )

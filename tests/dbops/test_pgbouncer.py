@@ -147,3 +147,26 @@ def test_the_profile_has_no_server_side_cursors_and_no_startup_options(pooled):
     from orders.models import Product
 
     assert len(list(Product.objects.only("pk").iterator(chunk_size=1))) == 1
+
+
+def test_a_copy_import_leaves_no_temporary_table_or_setting_for_the_next_client(pooled, tmp_path):
+    """Each COPY batch creates its temporary table ON COMMIT DROP: with one server connection,
+    the second batch would find the first one's table if it outlived its transaction."""
+    url, _ = pooled
+    pid = next_client(url)[0]
+    path = tmp_path / "products.csv"
+    path.write_text(
+        "sku,name,price,stock\n" + "".join(f"PB-{i},Pooled {i},1.00,{i}\n" for i in range(30))
+    )
+    for _ in range(2):  # inserted, then unchanged
+        with zeal_context():
+            call_command(
+                "import_products", str(path), "--copy", "--batch-size", "10", stdout=StringIO()
+            )
+    connection.close()
+
+    assert next_client(url) == (pid, "0", "0", "0", 0, 0)
+    with psycopg.connect(url, autocommit=True) as other:
+        temporary = "SELECT count(*) FROM pg_class WHERE relpersistence = 't'"
+        assert other.execute(temporary).fetchone()[0] == 0
+        assert other.execute("SELECT count(*) FROM orders_product").fetchone()[0] == 30

@@ -1,0 +1,247 @@
+"""Bulk writes of products: the statements the CSV import runs per batch, and the price raise.
+
+Why not ``bulk_create(update_conflicts=True, unique_fields=["sku"], update_fields=[...])``: Django
+writes ``ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, ...`` and nothing else. It cannot say
+``version = version + 1`` (every update field is set to the new row's value), nor ``WHERE`` the
+values differ, so every row of the file is rewritten on every run: a new row version, WAL and
+index entries for each, ``version`` never advancing, and the optimistic lock of a person editing
+the product in the admin silently overridden. Reading the rows first to compute versions in Python
+opens a race with every concurrent edit. So the import runs one statement that PostgreSQL applies
+row by row under the row lock (``upsert_sql``), built from the model's metadata with quoted
+identifiers; values are always parameters. ``bench/bulk.py`` compares it with ``bulk_create``.
+
+The price raise (``product_prices_raise``) is one ``UPDATE`` per keyset batch that computes the new
+price from the row's current price in SQL, where Django's ``bulk_update`` writes prices computed
+in Python from an earlier read (``CASE WHEN id = 1 THEN 10.30 ...``) and loses a concurrent edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+import psycopg
+from django.db import DatabaseError, connections, transaction
+
+from core.money import CENT, MONEY_MAX
+from dbops.errors import TRANSACTION_RETRYABLE, error_text
+from dbops.retry import call_with_retries
+from dbops.timeouts import SERVICE_LOCK_TIMEOUT_MS, transaction_timeouts
+from orders.exceptions import InvalidChange, PriceRaiseStopped
+from orders.models import Product
+from orders.selectors import catalog_invalidate
+
+# The fields a file may set, in the order of every statement's columns; ``description`` only when
+# the file has that column (otherwise an existing product's description is left alone).
+IMPORT_FIELDS = ("sku", "name", "price", "stock")
+OPTIONAL_FIELDS = ("description",)
+# A batch that takes longer than this is cancelled (and retried, then reported): no statement of a
+# bulk write may hold its row locks for long, with or without the session's own timeout (there is
+# none behind PgBouncer).
+BATCH_STATEMENT_TIMEOUT_MS = 30_000
+BATCH_ATTEMPTS = 5
+TEMP_TABLE = "product_import_rows"
+
+
+def _q(connection, name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _columns(connection, fields: Sequence[str]) -> list[str]:
+    return [_q(connection, Product._meta.get_field(name).column) for name in fields]
+
+
+def _types(connection, fields: Sequence[str]) -> list[str]:
+    return [Product._meta.get_field(name).db_type(connection) for name in fields]
+
+
+def unnest_source(connection, fields: Sequence[str]) -> str:
+    """``unnest(%s::varchar(40)[], ...) AS i(sku, ...)``: a batch as one array parameter per
+    column, so the statement text is the same for 1 row or 10,000 (and under the 65,535
+    parameters a VALUES list of that many rows would need)."""
+    arrays = ", ".join(f"%s::{kind}[]" for kind in _types(connection, fields))
+    return f"unnest({arrays}) AS i({', '.join(_columns(connection, fields))})"
+
+
+def temp_table_source(connection) -> str:
+    return f"pg_temp.{_q(connection, TEMP_TABLE)} AS i"
+
+
+def upsert_sql(connection, fields: Sequence[str], source: str) -> str:
+    """``INSERT ... SELECT ... ON CONFLICT (sku) DO UPDATE ... WHERE`` the values differ.
+
+    A changed row gets the file's values, ``version + 1`` and ``updated_at = now()``; an unchanged
+    row is not written at all: ``NOT EXISTS`` leaves it out before any lock is taken (no new row
+    version, no WAL: its ``xmin`` stays), and the ``DO UPDATE ... WHERE`` keeps it unwritten if it
+    was inserted or changed concurrently in between. Rows go in SKU order, so two imports lock
+    the same products in the same order. ``RETURNING xmax = 0`` is true for an inserted row.
+    """
+    table = _q(connection, Product._meta.db_table)
+    cols = _columns(connection, fields)
+    sku, values = cols[0], cols[1:]
+
+    def row(alias: str) -> str:
+        return "(" + ", ".join(f"{alias}.{c}" for c in values) + ")"
+
+    version, updated_at = _columns(connection, ("version", "updated_at"))
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in values)
+    stored, excluded = row("p"), row("EXCLUDED")
+    return (
+        f"INSERT INTO {table} AS p ({', '.join(cols)}, {version}) "  # noqa: S608 (quoted)
+        f"SELECT {', '.join(f'i.{c}' for c in cols)}, 1 FROM {source} "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} cur WHERE cur.{sku} = i.{sku} "
+        f"AND {row('cur')} IS NOT DISTINCT FROM {row('i')}) "
+        f"ORDER BY i.{sku} "
+        f"ON CONFLICT ({sku}) DO UPDATE SET {sets}, "
+        f"{version} = p.{version} + 1, {updated_at} = now() "
+        f"WHERE {stored} IS DISTINCT FROM {excluded} "
+        "RETURNING (p.xmax = 0)"
+    )
+
+
+def classify_sql(connection, fields: Sequence[str]) -> str:
+    """How many rows of a batch are new and how many would change (``--dry-run``): the same
+    comparison as ``upsert_sql``, as a read."""
+    table = _q(connection, Product._meta.db_table)
+    cols = _columns(connection, fields)
+    sku, values = cols[0], cols[1:]
+    stored = ", ".join(f"p.{c}" for c in values)
+    incoming = ", ".join(f"i.{c}" for c in values)
+    return (
+        "SELECT count(*) FILTER (WHERE p.id IS NULL), "  # noqa: S608 (quoted)
+        f"count(*) FILTER (WHERE p.id IS NOT NULL AND ({stored}) IS DISTINCT FROM ({incoming})) "
+        f"FROM {unnest_source(connection, fields)} LEFT JOIN {table} p ON p.{sku} = i.{sku}"
+    )
+
+
+def temp_table_sql(connection, fields: Sequence[str]) -> tuple[str, str]:
+    """The temporary table a COPY batch fills (dropped at commit, so it never outlives the
+    transaction: it works behind PgBouncer in transaction mode), and the COPY statement."""
+    table = _q(connection, TEMP_TABLE)
+    cols = _columns(connection, fields)
+    typed = ", ".join(
+        f"{c} {kind}" for c, kind in zip(cols, _types(connection, fields), strict=True)
+    )
+    return (
+        f"CREATE TEMPORARY TABLE {table} ({typed}) ON COMMIT DROP",
+        f"COPY {table} ({', '.join(cols)}) FROM STDIN",
+    )
+
+
+def batch_run(work: Callable[[], object], *, using: str, what: str):
+    """``work()`` in a short transaction of its own with its own lock and statement timeouts,
+    re-run on a deadlock, a serialization failure or a lock timeout. ``durable``: a bulk write never
+    runs inside a caller's transaction, which would make one long transaction of it."""
+
+    def attempt():
+        with transaction.atomic(using=using, durable=True):
+            transaction_timeouts(
+                lock_ms=SERVICE_LOCK_TIMEOUT_MS,
+                statement_ms=BATCH_STATEMENT_TIMEOUT_MS,
+                using=using,
+            )
+            return work()
+
+    return call_with_retries(
+        attempt, attempts=BATCH_ATTEMPTS, retryable=TRANSACTION_RETRYABLE, what=what
+    )
+
+
+# --- the price raise ------------------------------------------------------------------------
+
+PRICE_RAISE_BATCH = 1000
+PERCENT_MIN = Decimal("-99.99")
+PERCENT_MAX = Decimal("1000")
+
+
+def _price_raise_sql(connection) -> str:
+    # The batch's ids by keyset on the primary key, as an array: the planner reads each by index
+    # (a CTE joined to the table may get a sequential scan per batch).
+    table = _q(connection, Product._meta.db_table)
+    return (
+        f"UPDATE {table} p SET price = round(p.price * %s, 2), version = p.version + 1, "  # noqa: S608
+        "updated_at = now() "
+        f"WHERE p.id = ANY(ARRAY(SELECT id FROM {table} WHERE starts_with(sku, %s) AND id > %s "
+        "ORDER BY id LIMIT %s)) RETURNING p.id"
+    )
+
+
+@dataclass
+class PriceRaise:
+    percent: Decimal
+    sku_prefix: str
+    products: int = 0
+    batches: int = 0
+    last_id: int | None = None
+
+
+def _percent_clean(percent: Decimal) -> Decimal:
+    if not isinstance(percent, Decimal) or not percent.is_finite():
+        raise InvalidChange("percent", "must be a Decimal, such as Decimal('3')")
+    if not PERCENT_MIN <= percent <= PERCENT_MAX:
+        raise InvalidChange("percent", f"must be from {PERCENT_MIN} to {PERCENT_MAX}")
+    return percent
+
+
+def _price_ceiling_check(factor: Decimal, sku_prefix: str, using: str) -> None:
+    highest = (
+        Product.objects.using(using)
+        .filter(sku__startswith=sku_prefix)
+        .order_by("-price")
+        .values_list("price", flat=True)
+        .first()
+    )
+    if highest is not None and (highest * factor).quantize(CENT, ROUND_HALF_UP) > MONEY_MAX:
+        raise InvalidChange(
+            "percent", f"would take the price {highest} past the largest price, {MONEY_MAX}"
+        )
+
+
+def product_prices_raise(
+    *,
+    percent: Decimal,
+    sku_prefix: str = "",
+    batch_size: int = PRICE_RAISE_BATCH,
+    after_id: int = 0,
+    using: str = "default",
+    progress: Callable[[PriceRaise], None] | None = None,
+) -> PriceRaise:
+    """Raise (or, with a negative ``percent``, lower) the price of every product whose SKU starts
+    with ``sku_prefix`` by ``percent``, rounded to the cent: one UPDATE per batch of
+    ``batch_size`` products in id order, each in its own short transaction, versions advanced.
+
+    Optimistic locking holds both ways: an edit that commits first is raised too (the UPDATE waits
+    for its row lock, then computes from the committed price), and an edit made from a version
+    read before the raise committed is refused (``StaleVersion``). Failure behaviour: the batches
+    before a failure stay committed, ``PriceRaiseStopped`` says up to which id; pass that as
+    ``after_id`` to finish (running the whole raise again would raise those products twice).
+    """
+    percent = _percent_clean(percent)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidChange("batch_size", "must be a whole number of at least 1")
+    factor = 1 + percent / 100
+    _price_ceiling_check(factor, sku_prefix, using)
+    statement = _price_raise_sql(connections[using])
+    result = PriceRaise(percent=percent, sku_prefix=sku_prefix, last_id=after_id or None)
+
+    def batch():
+        with connections[using].cursor() as cursor:
+            cursor.execute(statement, [factor, sku_prefix, result.last_id or 0, batch_size])
+            return [row[0] for row in cursor.fetchall()]
+
+    try:
+        while ids := batch_run(batch, using=using, what="product_prices_raise batch"):
+            result.products += len(ids)
+            result.batches += 1
+            result.last_id = max(ids)
+            if progress is not None:
+                progress(result)
+    except (DatabaseError, psycopg.Error) as exc:
+        raise PriceRaiseStopped(
+            error_text(exc), last_id=result.last_id, rows_done=result.products
+        ) from exc
+    finally:
+        if result.products:
+            catalog_invalidate()  # once, after the last commit (or the last that happened)
+    return result
