@@ -134,7 +134,7 @@ PATTERNS: tuple[Pattern, ...] = (
         "state (transaction-local timeouts, the backfill's lock a lease in its row). Migrations "
         "that need a session setting refuse the pooler and name the direct URL (dbops.W003).",
         (
-            "config/database.py pgbouncer_profile",
+            "dbops/pooling.py pgbouncer_profile",
             "dbops/pooling.py require_direct",
             "dbops/backfill/lease.py",
             "devdb/pgbouncer.py running",
@@ -191,7 +191,7 @@ PATTERNS: tuple[Pattern, ...] = (
             "dbops/statements.py CompiledSelect, CompiledUpdate, insert_sql, AnyOf",
             "accounts/sql.py",
             "orders/sql.py",
-            "config/database.py _prepared_statement_options",
+            "dbops/pooling.py prepared_statements",
         ),
         (Live("the benchmark", command=".venv/bin/python bench/transfers.py"),),
         ("accounts:transfer_create", "orders:order_create"),

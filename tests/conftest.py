@@ -135,7 +135,7 @@ def _through_pgbouncer(request):
     request.getfixturevalue("django_db_setup")
     from django.db import connections
 
-    from config.database import pgbouncer_profile
+    from dbops.pooling import pgbouncer_profile
     from devdb import pgbouncer
 
     default = connections["default"]
