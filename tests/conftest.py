@@ -37,14 +37,14 @@ def replica_server(django_db_setup, django_db_blocker):
             "replica tests build a standby of the embedded PostgreSQL; DATABASE_URL names a server "
             "this suite does not own (run them with DATABASE_URL unset)"
         )
-    primary = embedded.status(settings.BASE_DIR / ".pgdata")
+    primary = embedded.status(settings.EMBEDDED_PGDATA)
     assert primary is not None, "the embedded primary is not running"
     # One a developer started (embedded_db start --replica) is used, and left running.
     started_here = embedded.status(embedded.replica_pgdata(primary.pgdata)) is None
     standby = embedded.replica_start(primary)
     yield standby
     if started_here:
-        embedded.replica_stop(settings.BASE_DIR / ".pgdata")
+        embedded.replica_stop(settings.EMBEDDED_PGDATA)
 
 
 @pytest.fixture(scope="module")
