@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-pgbouncer serve serve-asgi bench lint format clean screenshots
+.PHONY: install run test test-pgbouncer test-pg16 toolkit-wheel toolkit-smoke serve serve-asgi bench lint format clean screenshots
 
 $(VENV)/.installed: pyproject.toml
 	@echo "Installing Django, psycopg, PostgreSQL binaries and the test tools into $(VENV)/ (first time: about a minute)..."
@@ -35,6 +35,16 @@ PGBOUNCER_TESTS := tests/accounts/test_services.py tests/accounts/test_concurren
 	tests/dbops/test_backfill.py tests/dbops/test_pgbouncer.py
 test-pgbouncer: install  ## those tests through PgBouncer (apt-get install pgbouncer)
 	$(PY) -m pytest --pgbouncer $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
+
+# The toolkit's distributions, built from this repository (packaging/): django-dbops (dbops/ alone)
+# and django-dbops-devdb (the embedded development server), into dist/.
+toolkit-wheel: install  ## build the toolkit's wheels into dist/ (docs/dbops/installation.md)
+	$(PY) packaging/build.py
+
+# The wheels as a third party gets them: a fresh venv and `django-admin startproject` in a temporary
+# directory outside this tree, dbops's migrations, checks, backfill, health and router run there.
+toolkit-smoke: install  ## build the wheels and run them in a fresh project (about 30 s)
+	$(PY) tests/toolkit_smoke/run.py
 
 screenshots: install  ## the main pages at 1280 and 400 px, into docs/screenshots/ (needs chromium)
 	$(PY) -m pytest -q tests/browser/screenshots.py
