@@ -213,6 +213,22 @@ PATTERNS: tuple[Pattern, ...] = (
         ("admin:orders_customer_add", "admin:orders_customer_change"),
     ),
     Pattern(
+        "toolkit",
+        "dbops",
+        "dbops as a toolkit other projects install",
+        "One settings namespace with every default (DBOPS), standalone templates a project may "
+        "override, no name of this project inside (a test reads the project's variables, targets, "
+        "templates and apps to check), a wheel built from this repository and proven in a fresh "
+        "startproject outside it.",
+        (
+            "dbops/conf.py dbops_settings, DEFAULTS",
+            "packaging/build.py",
+            "tests/toolkit_smoke/run.py",
+            "tests/test_architecture.py test_dbops_names_nothing_of_this_project",
+        ),
+        (Live("the wheels in a fresh project", command="make toolkit-smoke"),),
+    ),
+    Pattern(
         "debug-toolbar",
         "dbops",
         "Debug toolbar in development",
