@@ -55,6 +55,7 @@ PYTHON_NEXT ?= python3.13
 DJANGO_NEXT ?= django>=6.1,<6.2
 VENV_NEXT := .venv-django-next
 test-django61:  ## tests/dbops on Django 6.1 (PYTHON_NEXT=python3.12; needs Python 3.12+)
+	rm -rf $(VENV_NEXT)
 	$(PYTHON_NEXT) -m venv $(VENV_NEXT)
 	$(VENV_NEXT)/bin/python -c 'import re, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 		print("\n".join(r for r in p["dependencies"] + p["optional-dependencies"]["dev"] \
@@ -71,8 +72,10 @@ toolkit-wheel: install  ## build the toolkit's wheels into dist/ (docs/dbops/ins
 
 # The wheels as a third party gets them: a fresh venv and `django-admin startproject` in a temporary
 # directory outside this tree, dbops's migrations, checks, backfill, health and router run there.
-toolkit-smoke: install  ## build the wheels and run them in a fresh project (about 30 s)
-	$(PY) tests/toolkit_smoke/run.py
+# SMOKE_PYTHON: the fresh venv's Python (its newest Django the wheel allows is installed there).
+SMOKE_PYTHON ?= $(PYTHON)
+toolkit-smoke: install  ## build the wheels and run them in a fresh project (about 30 s; SMOKE_PYTHON=python3.13)
+	$(PY) tests/toolkit_smoke/run.py --python $(SMOKE_PYTHON)
 
 screenshots: install  ## the main pages at 1280 and 400 px, into docs/screenshots/ (needs chromium)
 	$(PY) -m pytest -q tests/browser/screenshots.py

@@ -1,7 +1,20 @@
+import re
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
 from zeal import zeal_context
+
+
+def pytest_configure(config):
+    """Every warning of a Django feature to be removed is an error: on Django 5.2,
+    RemovedInDjango60Warning and RemovedInDjango61Warning; on 6.x, those of 7.x. Added here, not in
+    pyproject.toml, because each Django version defines only its own classes."""
+    from django.utils import deprecation
+
+    for name in sorted(vars(deprecation)):
+        if re.fullmatch(r"RemovedInDjango\d+Warning", name):
+            config.addinivalue_line("filterwarnings", f"error::django.utils.deprecation.{name}")
 
 
 @pytest.fixture(autouse=True)

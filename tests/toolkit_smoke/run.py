@@ -40,8 +40,9 @@ class SmokeFailure(Exception):
 
 
 class Smoke:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, python: str):
         self.base = base
+        self.base_python = python
         self.venv = base / "venv"
         self.site = base / "mysite"
         self.python = self.venv / "bin" / "python"
@@ -96,14 +97,16 @@ class Smoke:
         return ", ".join(sorted(p.name for p in (self.base / "dist").glob("*.whl")))
 
     def install(self) -> str:
-        self.run(sys.executable, "-m", "venv", self.venv, cwd=self.base)
+        self.run(self.base_python, "-m", "venv", self.venv, cwd=self.base)
         self.run(
             self.python, "-m", "pip", "install", "--quiet", "--find-links", self.base / "dist",
             "django-dbops[devdb,binary]", cwd=self.base,
         )  # fmt: skip
-        return self.run(self.python, "-m", "pip", "--version", cwd=self.base).stdout.split(" from")[
-            0
-        ]
+        versions = (
+            "import django, platform; "
+            "print(f'Django {django.get_version()} on Python {platform.python_version()}')"
+        )
+        return self.run(self.python, "-c", versions, cwd=self.base).stdout.strip()
 
     def isolated(self) -> str:
         """dbops from the venv's site-packages; nothing of this project importable at all."""
@@ -297,9 +300,15 @@ class Smoke:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--python",
+        default="python3",
+        help="the Python of the fresh venv (default python3); pip installs there the newest "
+        "Django the wheel allows for it",
+    )
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="dbops-smoke-"))
-    smoke = Smoke(base)
+    smoke = Smoke(base, args.python)
     steps = [
         ("build the wheels", smoke.build),
         ("install them in a fresh venv", smoke.install),
