@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import StrictEnv
+from dbops.pooling import pgbouncer_profile, prepared_statements
 
 APPLICATION_NAME = "django-pg-patterns"
 
@@ -28,15 +29,21 @@ def _pool_options(env: StrictEnv) -> dict[str, Any]:
     return {"min_size": min_size, "max_size": max_size, "timeout": timeout}
 
 
-def _prepared_statement_options(env: StrictEnv) -> dict[str, Any]:
-    """``DB_PREPARE_THRESHOLD`` unset: Django's default, no prepared statements (safe behind any
-    pooler). A number N: psycopg prepares a statement on the server once it has run N times on a
-    connection (0: at once), which needs server-side binding: Django's default client-side cursor
-    sends every statement as text and never prepares."""
-    threshold = env.int("DB_PREPARE_THRESHOLD", default=None, minimum=0)
-    if threshold is None:
-        return {}
-    return {"server_side_binding": True, "prepare_threshold": threshold}
+def _prepare_threshold(env: StrictEnv) -> int | None:
+    """``DB_PREPARE_THRESHOLD``: unset, no prepared statements (Django's default); a number N, psycopg
+    prepares a statement on the server once it has run N times (``dbops.pooling.prepared_statements``)."""
+    return env.int("DB_PREPARE_THRESHOLD", default=None, minimum=0)
+
+
+def _pgbouncer(env: StrictEnv, prepare_threshold: int | None) -> bool:
+    """``DB_PGBOUNCER``: the profile for PgBouncer in transaction mode (``dbops.pooling``)."""
+    pgbouncer = env.bool("DB_PGBOUNCER", default=False)
+    if pgbouncer and prepare_threshold is not None:
+        raise ImproperlyConfigured(
+            "DB_PGBOUNCER=true with DB_PREPARE_THRESHOLD set: named prepared statements break on "
+            "PgBouncer before 1.21 in transaction mode; unset DB_PREPARE_THRESHOLD behind the pooler."
+        )
+    return pgbouncer
 
 
 def database_settings(
@@ -64,9 +71,9 @@ def database_settings(
     health_checks = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
     statement_timeout_ms = env.int("DB_STATEMENT_TIMEOUT_MS", default=30_000, minimum=0)
     connect_timeout = env.int("DB_CONNECT_TIMEOUT", default=10, minimum=1)
-    prepared = _prepared_statement_options(env)
+    prepare_threshold = _prepare_threshold(env)
     pool = _pool_options(env) if use_pool else None
-    pgbouncer = env.bool("DB_PGBOUNCER", default=False)
+    pgbouncer = _pgbouncer(env, prepare_threshold)
 
     def one(name: str, raw_url: str) -> dict[str, Any]:
         try:
@@ -83,7 +90,7 @@ def database_settings(
             config,
             connect_timeout,
             statement_timeout_ms,
-            prepared=prepared,
+            prepare_threshold=prepare_threshold,
             pool=pool,
             pgbouncer=pgbouncer,
         )
@@ -104,7 +111,7 @@ def _options_add(
     connect_timeout: int,
     statement_timeout_ms: int,
     *,
-    prepared: dict[str, Any],
+    prepare_threshold: int | None,
     pool: dict[str, Any] | None,
     pgbouncer: bool,
 ) -> None:
@@ -112,7 +119,7 @@ def _options_add(
     options.setdefault("connect_timeout", connect_timeout)
     options.setdefault("application_name", APPLICATION_NAME)
     # Before the PgBouncer profile, which refuses prepared statements.
-    options.update(prepared)
+    prepared_statements(config, prepare_threshold)
     if pgbouncer:
         pgbouncer_profile(config)
     else:
@@ -123,29 +130,3 @@ def _options_add(
         )
     if pool:
         options["pool"] = dict(pool)
-
-
-def pgbouncer_profile(config: dict[str, Any]) -> None:
-    """Settings for PgBouncer in transaction mode (``DB_PGBOUNCER=true``), where each transaction
-    may run on a different server connection, shared with other clients:
-
-    - no server-side cursors (a named cursor lives in one server session);
-    - no named prepared statements: Django's default (``prepare_threshold`` unset) is kept, and a
-      configured one is refused, since PgBouncer before 1.21 cannot follow them;
-    - no session state: no ``options`` startup parameter (PgBouncer refuses it; set
-      ``statement_timeout`` on the role instead: ``ALTER ROLE app SET statement_timeout = '30s'``),
-      and ``PGBOUNCER`` marks the alias so that work needing a session setting refuses to run
-      (``dbops.pooling``);
-    - ``CONN_MAX_AGE`` as configured: a client connection to PgBouncer holds no server connection
-      between transactions, so keeping it costs the server nothing and saves a connect per request.
-    """
-    options = config["OPTIONS"]
-    if options.get("prepare_threshold") is not None or options.get("server_side_binding"):
-        raise ImproperlyConfigured(
-            "DB_PGBOUNCER=true with DB_PREPARE_THRESHOLD set (or prepare_threshold, "
-            "server_side_binding in OPTIONS): named prepared statements break on PgBouncer before "
-            "1.21 in transaction mode; unset DB_PREPARE_THRESHOLD behind the pooler."
-        )
-    options.pop("options", None)
-    config["DISABLE_SERVER_SIDE_CURSORS"] = True
-    config["PGBOUNCER"] = True

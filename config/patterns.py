@@ -134,7 +134,7 @@ PATTERNS: tuple[Pattern, ...] = (
         "state (transaction-local timeouts, the backfill's lock a lease in its row). Migrations "
         "that need a session setting refuse the pooler and name the direct URL (dbops.W003).",
         (
-            "config/database.py pgbouncer_profile",
+            "dbops/pooling.py pgbouncer_profile",
             "dbops/pooling.py require_direct",
             "dbops/backfill/lease.py",
             "devdb/pgbouncer.py running",
@@ -191,7 +191,7 @@ PATTERNS: tuple[Pattern, ...] = (
             "dbops/statements.py CompiledSelect, CompiledUpdate, insert_sql, AnyOf",
             "accounts/sql.py",
             "orders/sql.py",
-            "config/database.py _prepared_statement_options",
+            "dbops/pooling.py prepared_statements",
         ),
         (Live("the benchmark", command=".venv/bin/python bench/transfers.py"),),
         ("accounts:transfer_create", "orders:order_create"),
@@ -211,6 +211,22 @@ PATTERNS: tuple[Pattern, ...] = (
             ),
         ),
         ("admin:orders_customer_add", "admin:orders_customer_change"),
+    ),
+    Pattern(
+        "toolkit",
+        "dbops",
+        "dbops as a toolkit other projects install",
+        "One settings namespace with every default (DBOPS), standalone templates a project may "
+        "override, no name of this project inside (a test reads the project's variables, targets, "
+        "templates and apps to check), a wheel built from this repository and proven in a fresh "
+        "startproject outside it.",
+        (
+            "dbops/conf.py dbops_settings, DEFAULTS",
+            "packaging/build.py",
+            "tests/toolkit_smoke/run.py",
+            "tests/test_architecture.py test_dbops_names_nothing_of_this_project",
+        ),
+        (Live("the wheels in a fresh project", command="make toolkit-smoke"),),
     ),
     Pattern(
         "debug-toolbar",

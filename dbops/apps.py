@@ -4,6 +4,9 @@ from django.apps import AppConfig
 class DbopsConfig(AppConfig):
     name = "dbops"
     verbose_name = "Database operations"
+    # dbops's migrations create BigAutoField keys: fixed here, so a project's DEFAULT_AUTO_FIELD
+    # (AutoField in projects older than Django 3.2) never asks makemigrations for a dbops migration.
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
         from django.db.backends.signals import connection_created

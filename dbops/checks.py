@@ -140,7 +140,7 @@ def check_pgbouncer_migrations(app_configs=None, databases=None, **kwargs):
     return [
         Warning(
             f"Database '{alias}' is reached through PgBouncer in transaction mode "
-            "(DB_PGBOUNCER=true): migrations with concurrent index builds or constraint "
+            "(dbops.pooling.pgbouncer_profile): migrations with concurrent index builds or constraint "
             "validations (dbops.operations) need a session setting and refuse to run there.",
             hint=DIRECT_HINT,
             id="dbops.W003",

@@ -42,6 +42,11 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_TOKEN": "",
     # Unapplied migrations make /health/ready answer 503 (off: they are reported, not fatal).
     "HEALTH_FAIL_ON_PENDING_MIGRATIONS": False,
+    # The pages dbops renders: the 503 page while the database is unreachable
+    # (DatabaseUnavailableMiddleware) and the /health/ page. dbops ships both, standalone; a
+    # project restyles them with its own template of the same name, or names another here.
+    "UNAVAILABLE_TEMPLATE": "dbops/503.html",
+    "HEALTH_STATUS_TEMPLATE": "dbops/health/status.html",
 }
 
 

@@ -86,7 +86,7 @@ def _pool_finding(alias: str) -> Finding:
         "pool sizing",
         sizing.fits,
         f"{sizing.workers} workers x {sizing.per_worker} = {sizing.demand} connections; the server gives {sizing.available}",
-        action="lower WEB_CONCURRENCY or DB_POOL_MAX_SIZE, or raise max_connections",
+        action="lower DBOPS['WEB_CONCURRENCY'] or the pool's max_size (OPTIONS['pool']), or raise max_connections",
     )
 
 
@@ -101,7 +101,7 @@ def _replica_finding() -> Finding:
         "replica",
         health.ok,
         summary,
-        action="check the standby (running? streaming? replay paused?); DATABASE_REPLICA_URL",
+        action="check the standby (running? streaming? replay paused?) and its DATABASES entry",
     )
 
 
@@ -116,7 +116,7 @@ def examine(
                 "connection",
                 False,
                 f"cannot reach the database: {error_text(exc)}",
-                action="check DATABASE_URL and the server",
+                action="check the database's DATABASES entry and the server",
             )
         ]
     findings = [Finding("connection", True, f"PostgreSQL {version}")]

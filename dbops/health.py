@@ -50,21 +50,22 @@ def readiness() -> tuple[bool, dict[str, Any]]:
     """
     report: dict[str, Any] = {"status": "ok", "database": {}}
     try:
-        connection = connections["default"]
+        alias = routing.primary_alias()
+        connection = connections[alias]
         started = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         report["database"] = {
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            "server_version": catalog.server_version(),
-            "connections": connection_reuse(),
+            "server_version": catalog.server_version(alias),
+            "connections": connection_reuse(alias),
         }
-        pending = catalog.unapplied_migrations()
+        pending = catalog.unapplied_migrations(alias)
         report["unapplied_migrations"] = pending
-        report["invalid_indexes"] = catalog.invalid_indexes()
-        report["not_valid_constraints"] = catalog.not_valid_constraints()
+        report["invalid_indexes"] = catalog.invalid_indexes(alias)
+        report["not_valid_constraints"] = catalog.not_valid_constraints(alias)
     except DatabaseError as exc:
-        _discard_broken_connection("default")
+        _discard_broken_connection(routing.primary_alias())
         # The reason is for anyone; the error text (hosts, ports, users) only for those who may
         # see details.
         return False, {

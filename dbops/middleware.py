@@ -7,6 +7,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
 
 from dbops import routing
+from dbops.conf import dbops_settings
 from dbops.instrumentation import QueryStats, track_queries
 
 logger = logging.getLogger("dbops")
@@ -150,7 +151,7 @@ class ReplicaRoutingMiddleware(SyncAndAsyncMiddleware):
 
 def database_unavailable_response(request, exc: Exception) -> TemplateResponse:
     logger.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    response = TemplateResponse(request, "503.html", status=503)
+    response = TemplateResponse(request, dbops_settings.UNAVAILABLE_TEMPLATE, status=503)
     response["Retry-After"] = "5"
     return response
 

@@ -6,7 +6,7 @@ A ``CompiledSelect`` or ``CompiledUpdate`` builds its queryset once per process 
 from example parameter values, records where each value landed among the SQL's parameters, and from
 then on runs the same SQL text with new values through ``connection.cursor()``: execute wrappers
 (query counts, the slow-query log, tests) see it like any other query, parameters are always bound,
-and with ``DB_PREPARE_THRESHOLD`` psycopg prepares it on the server, since its text never changes.
+and with prepared statements on (``dbops.pooling.prepared_statements``) psycopg prepares it on the server, since its text never changes.
 
 The examples must be distinct values the fields can hold (Django compiles a filter on a value out
 of a field's range to an empty result) and equal to no constant of the statement, and each must reach the SQL as a parameter: a value Django would

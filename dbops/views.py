@@ -17,7 +17,7 @@ DEV_SERVER_NOTE = (
     "Development server: runserver handles each browser connection in a thread of its own, and "
     "database connections belong to a thread, so every new browser connection opens a new "
     "database connection, which Django closes when the browser connection ends. CONN_MAX_AGE "
-    "reuse across requests shows only under a real server (gunicorn: make serve), where "
+    "reuse across requests shows only under a real server (gunicorn, uvicorn), where "
     "connection_age_s keeps growing from one request to the next."
 )
 
@@ -72,7 +72,7 @@ def status(request):
     ok, report = readiness()
     return render(
         request,
-        "health/status.html",
+        dbops_settings.HEALTH_STATUS_TEMPLATE,
         {
             "ok": ok,
             "report": report,

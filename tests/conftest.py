@@ -1,7 +1,20 @@
+import re
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
 from zeal import zeal_context
+
+
+def pytest_configure(config):
+    """Every warning of a Django feature to be removed is an error: on Django 5.2,
+    RemovedInDjango60Warning and RemovedInDjango61Warning; on 6.x, those of 7.x. Added here, not in
+    pyproject.toml, because each Django version defines only its own classes."""
+    from django.utils import deprecation
+
+    for name in sorted(vars(deprecation)):
+        if re.fullmatch(r"RemovedInDjango\d+Warning", name):
+            config.addinivalue_line("filterwarnings", f"error::django.utils.deprecation.{name}")
 
 
 @pytest.fixture(autouse=True)
@@ -37,14 +50,14 @@ def replica_server(django_db_setup, django_db_blocker):
             "replica tests build a standby of the embedded PostgreSQL; DATABASE_URL names a server "
             "this suite does not own (run them with DATABASE_URL unset)"
         )
-    primary = embedded.status(settings.BASE_DIR / ".pgdata")
+    primary = embedded.status(settings.EMBEDDED_PGDATA)
     assert primary is not None, "the embedded primary is not running"
     # One a developer started (embedded_db start --replica) is used, and left running.
     started_here = embedded.status(embedded.replica_pgdata(primary.pgdata)) is None
     standby = embedded.replica_start(primary)
     yield standby
     if started_here:
-        embedded.replica_stop(settings.BASE_DIR / ".pgdata")
+        embedded.replica_stop(settings.EMBEDDED_PGDATA)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +148,7 @@ def _through_pgbouncer(request):
     request.getfixturevalue("django_db_setup")
     from django.db import connections
 
-    from config.database import pgbouncer_profile
+    from dbops.pooling import pgbouncer_profile
     from devdb import pgbouncer
 
     default = connections["default"]

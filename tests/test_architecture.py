@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 
 import pytest
 
@@ -70,3 +71,96 @@ def test_no_function_is_longer_than_a_screen(package):
 def test_a_module_that_breaks_the_layers_is_caught(tmp_path):
     tree = ast.parse("from accounts.models import Account\nimport orders.services\n")
     assert _imported_packages(tree) - ALLOWED["core"] == {"accounts", "orders"}
+
+
+# -- dbops knows no project -------------------------------------------------------------------------
+# The toolkit installs into projects that are not this one (tests/toolkit_smoke/run.py proves it):
+# it must name nothing of this project, in code, messages, comments or templates. What this
+# project has that dbops must not name is read from the project itself, so a new environment
+# variable, make target, template or app is covered as soon as it exists.
+PROJECT_DIRECTORIES = ("accounts", "orders", "core", "config", "devdb", "bench")
+TEMPLATE_TAGS = re.compile(r"{%\s*(?:extends|include)\s+[\"']([^\"']+)[\"']")
+
+
+def _environment_variables() -> set[str]:
+    """Every variable this project's settings and development server read."""
+    names = set()
+    for path in [*(ROOT / "config").rglob("*.py"), *(ROOT / "devdb").rglob("*.py")]:
+        text = path.read_text()
+        names.update(re.findall(r"\benv\.\w+\(\s*\"([A-Z][A-Z0-9_]*)\"", text))
+        names.update(re.findall(r"environ(?:\.get\(|\[)\s*\"([A-Z][A-Z0-9_]*)\"", text))
+        names.update(re.findall(r"^([A-Z][A-Z0-9_]*_VARIABLE) = \"([A-Z0-9_]+)\"", text, re.M))
+    return {name if isinstance(name, str) else name[1] for name in names}
+
+
+def _project_vocabulary() -> dict[str, re.Pattern]:
+    from dbops.conf import DEFAULTS
+
+    variables = sorted(_environment_variables() - set(DEFAULTS))
+    targets = sorted(re.findall(r"^([a-z][a-z0-9-]*):", (ROOT / "Makefile").read_text(), re.M))
+    templates = sorted(
+        str(path.relative_to(ROOT / "templates"))
+        for path in (ROOT / "templates").rglob("*.html")
+        if path.parts[len((ROOT / "templates").parts)] != "dbops"  # its overrides of dbops's own
+    )
+    apps = sorted({"axes", "csp", "debug_toolbar", "zeal", *ALLOWED} - {"dbops"})
+    return {
+        "environment variable": re.compile(rf"\b({'|'.join(variables)})\b"),
+        "make target": re.compile(rf"\bmake ({'|'.join(targets)})\b"),
+        "template": re.compile(rf"[\"'/]({'|'.join(map(re.escape, templates))})[\"']"),
+        "path or module": re.compile(
+            rf"(?<![\w./])({'|'.join(sorted({*PROJECT_DIRECTORIES, *apps}))})[./][A-Za-z_]"
+        ),
+        "app label": re.compile(rf"[\"']({'|'.join(apps)})[\"']"),
+        "document": re.compile(r"\b(README|Makefile)\b|\.ci/"),
+    }
+
+
+def project_names_in(text: str) -> list[str]:
+    """What of this project ``text`` names: '<kind> <name>' for each."""
+    return [
+        f"{kind} {match.group(0).strip()}"
+        for kind, pattern in _project_vocabulary().items()
+        for match in pattern.finditer(text)
+    ]
+
+
+def test_dbops_names_nothing_of_this_project():
+    found = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "dbops").rglob("*"))
+        if path.suffix in (".py", ".html", ".txt") and "__pycache__" not in path.parts
+        for name in project_names_in(path.read_text())
+    ]
+    assert not found, found
+
+
+def test_dbops_templates_extend_and_include_only_dbops_own():
+    outside = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "dbops" / "templates").rglob("*.html"))
+        for name in TEMPLATE_TAGS.findall(path.read_text())
+        if not name.startswith("dbops/")
+    ]
+    assert not outside, outside
+
+
+def test_a_module_that_names_this_project_is_caught():
+    text = (
+        'raise CommandError("set DB_PGBOUNCER=false, then make test")\n'
+        '{% extends "base.html" %}\n'
+        "# see accounts/services.py and orders.Customer\n"
+        'PRIMARY_ONLY_APPS = ("axes",)\n'
+        "# README: Behind PgBouncer\n"
+        'render(request, "dbops/503.html")  # dbops\'s own: fine\n'
+        'DBOPS["WEB_CONCURRENCY"]  # a documented setting: fine\n'
+    )
+    assert project_names_in(text) == [
+        "environment variable DB_PGBOUNCER",
+        "make target make test",
+        'template "base.html"',
+        "path or module accounts/s",
+        "path or module orders.C",
+        'app label "axes"',
+        "document README",
+    ]

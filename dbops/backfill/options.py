@@ -43,7 +43,7 @@ class BackfillOptions:
     batch_size: int = 1000  # rows in the first batch; then adapts toward target_batch_ms
     # Short batches: a live write that meets a batch waits for it, so the batch's length is the
     # writers' worst case. 50 ms bounds that; 200 ms ran faster in some runs but let a write wait
-    # up to 0.7 s (bench/results/backfill.md, README "Backfill").
+    # up to 0.7 s in the backfill benchmark.
     target_batch_ms: float = 50
     sleep: float = 0.0  # seconds between batches
     lock_timeout_ms: int = 2000

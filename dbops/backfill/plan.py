@@ -89,7 +89,7 @@ def _target(options: BackfillOptions) -> tuple[type[Model], Field]:
         model = apps.get_model(label)
     except (LookupError, ValueError) as exc:
         raise BackfillError(
-            f"Unknown model {label!r}: give it as app_label.Model, e.g. orders.Customer."
+            f"Unknown model {label!r}: give it as app_label.Model, e.g. shop.Customer."
         ) from exc
     try:
         target = model._meta.get_field(options.field_name)

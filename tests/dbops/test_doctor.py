@@ -271,7 +271,7 @@ def test_an_unreachable_database_is_one_finding_that_needs_action(unreachable_da
     [finding] = found
     assert (finding["check"], finding["ok"]) == ("connection", False)
     assert finding["summary"].startswith("cannot reach the database")
-    assert "DATABASE_URL" in finding["action"]
+    assert "DATABASES entry" in finding["action"]
 
 
 def test_a_migration_not_applied_yet_is_reported_with_its_name():

@@ -262,10 +262,12 @@ def test_pgbouncer_profile_keeps_no_session_state():
 
 
 def test_pgbouncer_profile_refuses_named_prepared_statements():
-    from config.database import pgbouncer_profile
+    from dbops.pooling import pgbouncer_profile
 
     with pytest.raises(ImproperlyConfigured, match="prepared statements"):
         pgbouncer_profile({"OPTIONS": {"prepare_threshold": 2}})
+    with pytest.raises(ImproperlyConfigured, match="prepared statements"):
+        pgbouncer_profile({"OPTIONS": {"server_side_binding": True}})
     with pytest.raises(ImproperlyConfigured, match="DB_PGBOUNCER='maybe' is not a boolean"):
         build(DB_PGBOUNCER="maybe")
 

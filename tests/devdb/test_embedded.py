@@ -39,7 +39,7 @@ def test_start_from_many_callers_at_once_gives_one_server(server_dir):
 
 
 def test_embedded_db_status_does_not_start_the_server(server_dir, settings):
-    settings.BASE_DIR = server_dir  # a checkout whose server was never started
+    settings.EMBEDDED_PGDATA = server_dir / ".pgdata"  # a server never started
     out = io.StringIO()
     call_command("embedded_db", "status", stdout=out)
     assert out.getvalue().strip() == f"stopped ({server_dir / '.pgdata'})"

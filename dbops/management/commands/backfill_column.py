@@ -75,7 +75,7 @@ class Command(BaseCommand):
     help = (
         "Fill a column in keyset batches on the primary key, one short transaction per batch. "
         "Resumable: a run that is killed or fails continues from its checkpoint when the same "
-        "command runs again. Example: backfill_column orders.Customer email_normalized "
+        "command runs again. Example: backfill_column shop.Customer email_normalized "
         '--expression "lower(btrim(email))"'
     )
 
@@ -83,7 +83,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "model",
             metavar="app_label.Model",
-            help="the model whose table to fill, e.g. orders.Customer",
+            help="the model whose table to fill, e.g. shop.Customer",
         )
         parser.add_argument("field", help="the field (column) to fill")
         source = parser.add_argument_group("what to write (exactly one)")

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -27,7 +28,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, action, replica=False, **options):
-        pgdata = settings.BASE_DIR / ".pgdata"
+        # EMBEDDED_PGDATA: where the project keeps the server's data (default BASE_DIR/.pgdata).
+        pgdata = Path(getattr(settings, "EMBEDDED_PGDATA", None) or settings.BASE_DIR / ".pgdata")
         if os.environ.get("DATABASE_URL"):
             self.stderr.write(
                 self.style.WARNING(
