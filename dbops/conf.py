@@ -50,23 +50,33 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+_EMPTY: dict[str, Any] = {}
+
+
 class DbopsSettings:
     """``dbops_settings.NAME``: the project's ``DBOPS[NAME]``, else the default."""
 
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
+        self._source: object = None
 
     @property
     def user_settings(self) -> dict[str, Any]:
-        return getattr(settings, SETTING_NAME, None) or {}
+        return getattr(settings, SETTING_NAME, None) or _EMPTY
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(
                 f"'{name}' is not a dbops setting (dbops.conf.DEFAULTS lists them)"
             )
+        user = self.user_settings
+        # The project's dict replaced by any means (override_settings, a test deleting it, a
+        # settings module reloaded): forget what was read from the old one.
+        if user is not self._source:
+            self._cache.clear()
+            self._source = user
         if name not in self._cache:
-            self._cache[name] = self.user_settings.get(name, DEFAULTS[name])
+            self._cache[name] = user.get(name, DEFAULTS[name])
         return self._cache[name]
 
     def unknown_keys(self) -> list[str]:
@@ -74,6 +84,7 @@ class DbopsSettings:
 
     def reload(self) -> None:
         self._cache.clear()
+        self._source = None
 
 
 dbops_settings = DbopsSettings()
