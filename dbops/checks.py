@@ -54,6 +54,8 @@ def _same_kind(value, default) -> bool:
         return isinstance(value, int | float) and value >= 0
     if isinstance(default, tuple | list | frozenset | set):
         return isinstance(value, tuple | list | frozenset | set)
+    if isinstance(default, dict):
+        return isinstance(value, dict)
     return isinstance(value, type(default))
 
 

@@ -42,6 +42,26 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_TOKEN": "",
     # Unapplied migrations make /health/ready answer 503 (off: they are reported, not fatal).
     "HEALTH_FAIL_ON_PENDING_MIGRATIONS": False,
+    # manage.py migrate (dbops.migration_guard) sets the timeouts of every statement it runs by the
+    # lock the statement takes. A statement whose lock blocks reads or writes (ACCESS EXCLUSIVE,
+    # SHARE, SHARE ROW EXCLUSIVE...) waits at most this long for it: while it waits, every query
+    # on the table queues behind it.
+    "MIGRATION_LOCK_TIMEOUT_MS": 3000,
+    # ... and is tried this many times in all (backoff in between, jittered, doubling from the
+    # delay below); inside an atomic migration the whole migration is rolled back and run again.
+    "MIGRATION_LOCK_ATTEMPTS": 5,
+    "MIGRATION_RETRY_DELAY_MS": 500,
+    # Once it has the lock, such a statement may run (and hold the lock) at most this long; so
+    # may every later statement of the same transaction, which holds the lock until it commits.
+    # CONCURRENTLY builds and VALIDATE CONSTRAINT block no one: no statement or lock timeout.
+    "MIGRATION_BLOCKING_STATEMENT_TIMEOUT_MS": 10_000,
+    # One migrate at a time per database: a second one waits this long for the first to finish
+    # (0: stops at once), naming it.
+    "MIGRATE_LOCK_WAIT_MS": 0,
+    # The safety check (dbops.migration_safety) leaves alone every migration of an app up to and
+    # including the one named here, {"app_label": "0042_last_before_adoption"}: migrations that
+    # predate the check (or a new rule) are not judged again (strong_migrations' start_after).
+    "MIGRATION_SAFETY_BASELINE": {},
 }
 
 

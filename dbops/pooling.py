@@ -4,25 +4,25 @@ Each transaction may run on a different server connection, which other clients u
 A session setting (``SET lock_timeout`` outside a transaction) would apply to whichever client's
 statement lands there next, and ours might land elsewhere; a session advisory lock would be held
 for someone else. The project keeps no session state on hot paths (timeouts are transaction-local,
-the backfill's lock is a lease in its row); what cannot avoid it, the concurrent index builds and
-constraint validations of migrations (they cannot run in a transaction, so their ``lock_timeout``
-is a session setting), refuses to run through the pooler and names the direct connection to use.
+the backfill's lock is a lease in its row, ``migrate``'s own lock is held in an open transaction
+there); what cannot avoid it, the statements of migrations that cannot run in a transaction
+(``CREATE``/``DROP INDEX CONCURRENTLY``: their timeouts are session settings), refuses to run
+through the pooler and names the direct connection to use.
 """
 
 from __future__ import annotations
 
-from django.core.management.base import CommandError
 from django.db import connections
+
+from dbops.exceptions import DirectConnectionRequired
+
+__all__ = ["DIRECT_HINT", "DirectConnectionRequired", "behind_pgbouncer", "require_direct"]
 
 DIRECT_HINT = (
     "Run it over a direct connection to PostgreSQL, not through PgBouncer: "
     "DATABASE_URL=postgres://user:password@db-host:5432/app DB_PGBOUNCER=false "
     "python manage.py migrate (README: Behind PgBouncer)."
 )
-
-
-class DirectConnectionRequired(CommandError):
-    """This work needs a session of its own; the message names the direct connection to use."""
 
 
 def behind_pgbouncer(alias: str = "default") -> bool:
