@@ -745,18 +745,16 @@ def test_unique_constraint_concurrently_refuses_anything_but_a_unique_constraint
 
 
 def test_a_deferred_unique_constraint_is_checked_at_commit():
-    customer_create(name="A")
-    customer_create(name="B")
+    first, second = customer_create(name="A"), customer_create(name="B")
     constraint_ = models.UniqueConstraint(
         fields=["name"], name="test_unique_name", deferrable=models.Deferrable.DEFERRED
     )
     forwards(AddUniqueConstraintConcurrently("customer", constraint_))
     with transaction.atomic():  # a swap passes through a duplicate within the transaction
-        Customer.objects.filter(name="A").update(name="C")
-        Customer.objects.filter(name="B").update(name="A")
-        Customer.objects.filter(name="C").update(name="B")
+        Customer.objects.filter(pk=first.pk).update(name="B")
+        Customer.objects.filter(pk=second.pk).update(name="A")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Customer.objects.filter(name="A").update(name="B")
+        Customer.objects.filter(pk=first.pk).update(name="A")
 
 
 # SafeRemoveField and SafeDeleteModel: the state first, the database a deploy later -------------
