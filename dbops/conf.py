@@ -47,10 +47,12 @@ DEFAULTS: dict[str, Any] = {
     # SHARE, SHARE ROW EXCLUSIVE...) waits at most this long for it: while it waits, every query
     # on the table queues behind it.
     "MIGRATION_LOCK_TIMEOUT_MS": 3000,
-    # ... and is tried this many times in all (backoff in between, jittered, doubling from the
-    # delay below); inside an atomic migration the whole migration is rolled back and run again.
+    # ... and is tried this many times in all; inside an atomic migration the whole migration is
+    # rolled back and run again. Between attempts a pause doubling from the delay below (half to
+    # all of it, at most 30 s): as long as the lock timeout, so the writes that queued behind the
+    # migration get through before it queues them again.
     "MIGRATION_LOCK_ATTEMPTS": 5,
-    "MIGRATION_RETRY_DELAY_MS": 500,
+    "MIGRATION_RETRY_DELAY_MS": 3000,
     # Once it has the lock, such a statement may run (and hold the lock) at most this long; so
     # may every later statement of the same transaction, which holds the lock until it commits.
     # CONCURRENTLY builds and VALIDATE CONSTRAINT block no one: no statement or lock timeout.

@@ -34,6 +34,7 @@ again from its start. After the last attempt the error names the sessions in the
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
@@ -49,7 +50,6 @@ from dbops.errors import LOCK_NOT_AVAILABLE, QUERY_CANCELED, sqlstate
 from dbops.exceptions import MigrationLockTimeout, MigrationStatementTooLong
 from dbops.lock_levels import Kind, StatementClass, classify, statement_text
 from dbops.pooling import behind_pgbouncer, require_direct
-from dbops.retry import backoff_delay
 
 logger = logging.getLogger("dbops.migrations")
 
@@ -78,8 +78,12 @@ class Limits:
         )
 
     def backoff_s(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): the delay doubling from
+        ``retry_delay_ms``, capped at 30 s, jittered between half and all of it. Never near zero:
+        while the migration waited for its lock, writes queued behind it; they need the pause
+        to drain before it queues them again."""
         base = self.retry_delay_ms / 1000
-        return backoff_delay(attempt, base=base, cap=max(base, 30.0))
+        return min(30.0, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True)

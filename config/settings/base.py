@@ -84,6 +84,7 @@ DBOPS = {
     # manage.py migrate: timeouts by lock level (README: Migrations on big tables).
     "MIGRATION_LOCK_TIMEOUT_MS": env.int("DB_MIGRATION_LOCK_TIMEOUT_MS", default=3000, minimum=1),
     "MIGRATION_LOCK_ATTEMPTS": env.int("DB_MIGRATION_LOCK_ATTEMPTS", default=5, minimum=1),
+    "MIGRATION_RETRY_DELAY_MS": env.int("DB_MIGRATION_RETRY_DELAY_MS", default=3000, minimum=0),
     "MIGRATION_BLOCKING_STATEMENT_TIMEOUT_MS": env.int(
         "DB_MIGRATION_BLOCKING_STATEMENT_TIMEOUT_MS", default=10_000, minimum=1
     ),
