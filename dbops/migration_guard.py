@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+import psycopg
 from django.db import DatabaseError, connections, transaction
 
 from dbops.blockers import Blocker, blockers_sentence, blocking_sessions
@@ -318,7 +319,7 @@ class MigrationGuard:
                         " set_config('statement_timeout', %s, false)",
                         list(session.restore),
                     )
-        except DatabaseError as exc:  # a closed or broken connection takes its settings along
+        except (DatabaseError, psycopg.Error) as exc:  # a broken connection takes them along
             logger.debug("session settings not restored: %s", exc)
         finally:
             self._session = None
@@ -450,15 +451,20 @@ class MigrationGuard:
             try:
                 return self._watched(pid, profile, sql, run)
             finally:
-                if self.connection.is_usable():
-                    with self.connection.connection.cursor() as cursor:
-                        cursor.execute(
-                            "SELECT set_config('lock_timeout', %s, false),"
-                            " set_config('statement_timeout', %s, false)",
-                            [lock_was, statement_was],
-                        )
+                self._restore_session(lock_was, statement_was)
 
         return self._with_retries(sql, profile, attempt)
+
+    def _restore_session(self, lock_was: str, statement_was: str) -> None:
+        try:
+            with self.connection.connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, false),"
+                    " set_config('statement_timeout', %s, false)",
+                    [lock_was, statement_was],
+                )
+        except psycopg.Error as exc:  # a broken connection takes its settings along
+            logger.debug("session settings not restored: %s", exc)
 
     def _with_retries(self, sql, profile: Profile, attempt: Callable[[], object]):
         limits = self.limits
