@@ -101,6 +101,7 @@ bench: install  ## run every benchmark (about 30 minutes); tables go to bench/re
 	$(PY) bench/pages.py
 	$(PY) bench/backfill.py
 	$(PY) bench/index.py
+	$(PY) bench/migrations.py
 	$(PY) bench/replica.py
 	$(PY) bench/async_views.py
 	$(PY) bench/bulk.py

@@ -502,8 +502,9 @@ PATTERNS: tuple[Pattern, ...] = (
         "index-concurrently",
         "schema",
         "Concurrent index build and drop",
-        "AddIndexConcurrently / RemoveIndexConcurrently: lock_timeout, lock timeouts retried with "
-        "backoff, a leftover INVALID index dropped first.",
+        "AddIndexConcurrently / RemoveIndexConcurrently: no lock or statement timeout on the "
+        "build (it blocks no one, and a finished build is never thrown away), a leftover INVALID "
+        "index dropped first.",
         ("dbops/operations.py AddIndexConcurrently, RemoveIndexConcurrently",),
         (WORKED_EXAMPLE,),
     ),
@@ -512,7 +513,8 @@ PATTERNS: tuple[Pattern, ...] = (
         "schema",
         "A unique constraint without a long lock",
         "AddUniqueConstraintConcurrently: the unique index built concurrently, then ADD "
-        "CONSTRAINT ... USING INDEX.",
+        "CONSTRAINT ... USING INDEX with its deferrable and nulls_distinct; with a condition, "
+        "include, opclasses or expressions a unique index, as Django makes it.",
         ("dbops/operations.py AddUniqueConstraintConcurrently",),
         (WORKED_EXAMPLE,),
     ),
@@ -530,8 +532,10 @@ PATTERNS: tuple[Pattern, ...] = (
         "Safe migrations by default",
         "manage.py check and migrate refuse a migration that would block traffic (a plain index or "
         "constraint on an existing table, a rewriting type change, a volatile default, RunSQL "
-        "without CONCURRENTLY or lock_timeout) unless it uses the safe operations or a "
-        "reviewed_unsafe entry says why.",
+        "without CONCURRENTLY or lock_timeout) or break the old code of a rolling deploy (a drop, "
+        "a rename, a foreign key removed with its constraint, a Python-only default on a NOT "
+        "NULL column, a name over 63 bytes, a data change) unless it uses the safe operations or "
+        "a reviewed_unsafe entry says why; a baseline leaves older migrations alone.",
         ("dbops/migration_safety.py check_migration_safety",),
         (Live("run the check", command="python manage.py check"),),
     ),
@@ -539,10 +543,47 @@ PATTERNS: tuple[Pattern, ...] = (
         "not-null-phased",
         "schema",
         "SET NOT NULL in phases",
-        "CHECK NOT VALID, VALIDATE, SET NOT NULL, drop the check: no full scan under an ACCESS "
-        "EXCLUSIVE lock.",
+        "PostgreSQL 18: ADD NOT NULL NOT VALID, VALIDATE; before: CHECK NOT VALID, VALIDATE, SET "
+        "NOT NULL, drop the check. No full scan under an ACCESS EXCLUSIVE lock; a NOT NULL "
+        "already there is never removed.",
         ("dbops/operations.py SetNotNullPhased",),
         (WORKED_EXAMPLE,),
+    ),
+    Pattern(
+        "migrate-guard",
+        "schema",
+        "Timeouts by lock level for every migration statement",
+        "manage.py migrate sets each statement's timeouts by the lock it takes, Django's own "
+        "operations included: a short lock timeout with retries and a bound on the time a "
+        "blocking lock is held; none for CONCURRENTLY and VALIDATE; never the application's "
+        "statement timeout. A lock timeout in an atomic migration runs the whole migration "
+        "again; the last one names the sessions in the way.",
+        (
+            "dbops/management/commands/migrate.py Command",
+            "dbops/migration_guard.py MigrationGuard, migration_guard",
+            "dbops/lock_levels.py classify",
+            "dbops/blockers.py blocking_sessions",
+        ),
+        (Live("apply the migrations", command="python manage.py migrate"),),
+    ),
+    Pattern(
+        "migrate-lock",
+        "schema",
+        "One migrate at a time",
+        "A second migrate on the same database stops at once naming the first (host, process, "
+        "server pid, since when), or waits for it; an advisory lock on a connection of its own, "
+        "held in an open transaction through PgBouncer.",
+        ("dbops/migrate_lock.py migrate_lock",),
+        (Live("apply the migrations", command="python manage.py migrate"),),
+    ),
+    Pattern(
+        "two-stage-drop",
+        "schema",
+        "Drop a column or a table in two deploys",
+        "SafeRemoveField / SafeDeleteModel: the migration state forgets it in one deploy (the "
+        "code stops using it), the database drops it in a later one.",
+        ("dbops/operations.py SafeRemoveField, SafeDeleteModel",),
+        (Live("run the check", command="python manage.py check"),),
     ),
     Pattern(
         "require-no-nulls",

@@ -54,6 +54,8 @@ def _same_kind(value, default) -> bool:
         return isinstance(value, int | float) and value >= 0
     if isinstance(default, tuple | list | frozenset | set):
         return isinstance(value, tuple | list | frozenset | set)
+    if isinstance(default, dict):
+        return isinstance(value, dict)
     return isinstance(value, type(default))
 
 
@@ -133,15 +135,15 @@ def check_pool_sizing(app_configs=None, databases=None, **kwargs):
 
 @register(Tags.database)
 def check_pgbouncer_migrations(app_configs=None, databases=None, **kwargs):
-    """Through PgBouncer in transaction mode, migrations that build indexes concurrently or
-    validate constraints refuse to run: say so before ``migrate`` starts."""
+    """Through PgBouncer in transaction mode, migrations that build or drop indexes
+    concurrently refuse to run: say so before ``migrate`` starts."""
     from dbops.pooling import DIRECT_HINT, behind_pgbouncer
 
     return [
         Warning(
             f"Database '{alias}' is reached through PgBouncer in transaction mode "
-            "(dbops.pooling.pgbouncer_profile): migrations with concurrent index builds or constraint "
-            "validations (dbops.operations) need a session setting and refuse to run there.",
+            "(dbops.pooling.pgbouncer_profile): migrations with concurrent index builds or drops "
+            "(CREATE/DROP INDEX CONCURRENTLY) need a session setting and refuse to run there.",
             hint=DIRECT_HINT,
             id="dbops.W003",
         )

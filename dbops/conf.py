@@ -47,6 +47,28 @@ DEFAULTS: dict[str, Any] = {
     # project restyles them with its own template of the same name, or names another here.
     "UNAVAILABLE_TEMPLATE": "dbops/503.html",
     "HEALTH_STATUS_TEMPLATE": "dbops/health/status.html",
+    # manage.py migrate (dbops.migration_guard) sets the timeouts of every statement it runs by the
+    # lock the statement takes. A statement whose lock blocks reads or writes (ACCESS EXCLUSIVE,
+    # SHARE, SHARE ROW EXCLUSIVE...) waits at most this long for it: while it waits, every query
+    # on the table queues behind it.
+    "MIGRATION_LOCK_TIMEOUT_MS": 3000,
+    # ... and is tried this many times in all; inside an atomic migration the whole migration is
+    # rolled back and run again. Between attempts a pause doubling from the delay below (half to
+    # all of it, at most 30 s): as long as the lock timeout, so the writes that queued behind the
+    # migration get through before it queues them again.
+    "MIGRATION_LOCK_ATTEMPTS": 5,
+    "MIGRATION_RETRY_DELAY_MS": 3000,
+    # Once it has the lock, such a statement may run (and hold the lock) at most this long; so
+    # may every later statement of the same transaction, which holds the lock until it commits.
+    # CONCURRENTLY builds and VALIDATE CONSTRAINT block no one: no statement or lock timeout.
+    "MIGRATION_BLOCKING_STATEMENT_TIMEOUT_MS": 10_000,
+    # One migrate at a time per database: a second one waits this long for the first to finish
+    # (0: stops at once), naming it.
+    "MIGRATE_LOCK_WAIT_MS": 0,
+    # The safety check (dbops.migration_safety) leaves alone every migration of an app up to and
+    # including the one named here, {"app_label": "0042_last_before_adoption"}: migrations that
+    # predate the check (or a new rule) are not judged again (strong_migrations' start_after).
+    "MIGRATION_SAFETY_BASELINE": {},
 }
 
 

@@ -37,6 +37,29 @@ Rules (the id is stable; the message names the migration, the operation and what
 - dbops.E109: ``RunSQL`` with ``ALTER TABLE`` and no ``lock_timeout`` set before it in the same
   SQL (``SET [LOCAL] lock_timeout`` or ``set_config('lock_timeout', ...)``): waiting for its lock,
   it queues every query on the table behind it.
+Rules for a rolling deploy, where the old code keeps running while the migration applies
+(strong_migrations and Sentry's migration framework guard the same):
+
+- dbops.E110: ``RemoveField`` on an existing table (old code still selects the column). Use
+  ``SafeRemoveField`` in two deploys: ``stage="pending"`` (state only), then ``stage="delete"``.
+  Also a delete stage before, or in the same migration as, its pending stage.
+- dbops.E111: ``DeleteModel`` of an existing table; ``SafeDeleteModel`` in two deploys likewise.
+- dbops.E112: removing a foreign key field with its constraint (``RemoveField``, or the pending
+  stage of ``SafeRemoveField``): drop the constraint first (``db_constraint=False``).
+- dbops.E113: renaming a column (``RenameField``, ``AlterField`` changing ``db_column``): rename
+  in Python only with ``db_column``.
+- dbops.E114: renaming a table (``RenameModel``, ``AlterModelTable``): keep it with ``db_table``.
+- dbops.E115: a NOT NULL column whose default is Python-only (``default=`` without
+  ``db_default``): Django drops the database default right after adding the column, so the old
+  code's INSERTs fail. Also a pending ``SafeRemoveField`` of a NOT NULL column without one.
+- dbops.E116: a table, column, index or constraint name over 63 bytes (PostgreSQL truncates it).
+- dbops.E117: a data change inside a migration: ``RunPython``, or ``RunSQL`` with ``UPDATE``,
+  ``DELETE``, ``INSERT ... SELECT``, ``MERGE`` on an existing table. Use ``backfill_column``.
+
+A baseline, ``DBOPS["MIGRATION_SAFETY_BASELINE"] = {"app": "0042_name"}``, leaves alone every
+migration of that app up to and including the one named (``dbops.E003`` if it names none):
+migrations that predate the check, or a new rule, are not judged again.
+
 - dbops.E100: a malformed ``reviewed_unsafe`` entry (no reason, or a key that is not
   ``(operation index, "dbops.E1xx")``); dbops.W101: an entry that matches no finding.
 
@@ -76,6 +99,14 @@ from django.db.migrations.operations.base import Operation
 from django.db.migrations.state import ProjectState
 from django.db.models.sql import Query
 
+from dbops.conf import dbops_settings
+from dbops.operations import (
+    AddForeignKeyNotValid,
+    AddUniqueConstraintConcurrently,
+    SafeDeleteModel,
+    SafeRemoveField,
+)
+
 INDEX = "dbops.E101"
 CONSTRAINT = "dbops.E102"
 FOREIGN_KEY = "dbops.E103"
@@ -85,6 +116,14 @@ NOT_NULL_WITHOUT_DEFAULT = "dbops.E106"
 SET_NOT_NULL = "dbops.E107"
 SQL_INDEX = "dbops.E108"
 SQL_LOCK_TIMEOUT = "dbops.E109"
+DROP_COLUMN = "dbops.E110"
+DROP_TABLE = "dbops.E111"
+DROP_FOREIGN_KEY = "dbops.E112"
+RENAME_COLUMN = "dbops.E113"
+RENAME_TABLE = "dbops.E114"
+PYTHON_DEFAULT = "dbops.E115"
+LONG_IDENTIFIER = "dbops.E116"
+DATA_CHANGE = "dbops.E117"
 RULES = (
     INDEX,
     CONSTRAINT,
@@ -95,7 +134,16 @@ RULES = (
     SET_NOT_NULL,
     SQL_INDEX,
     SQL_LOCK_TIMEOUT,
+    DROP_COLUMN,
+    DROP_TABLE,
+    DROP_FOREIGN_KEY,
+    RENAME_COLUMN,
+    RENAME_TABLE,
+    PYTHON_DEFAULT,
+    LONG_IDENTIFIER,
+    DATA_CHANGE,
 )
+BAD_BASELINE = "dbops.E003"
 BAD_REVIEW = "dbops.E100"
 STALE_REVIEW = "dbops.W101"
 REVIEW_ATTRIBUTE = "reviewed_unsafe"
@@ -188,6 +236,9 @@ class Context:
     connection: BaseDatabaseWrapper
     new_models: set[str] = field(default_factory=set)
     new_tables: set[str] = field(default_factory=set)
+    # (model, field) or (model, None) whose pending stage (SafeRemoveField/SafeDeleteModel) is
+    # in this migration: their delete stage must wait for a later deploy.
+    pending: set[tuple[str, str | None]] = field(default_factory=set)
 
     def existing_table(self, model_name: str) -> bool:
         """True for a table that existed before this migration, with rows and traffic."""
@@ -232,10 +283,7 @@ def _add_constraint_issues(operation, ctx: Context) -> Iterator[Issue]:
             fix = f"{OPS}.AddUniqueConstraintConcurrently {ATOMIC_FALSE}"
             problem = f"builds the index of {name} under ACCESS EXCLUSIVE (no reads, no writes)"
         else:  # CREATE UNIQUE INDEX
-            fix = (
-                "CREATE UNIQUE INDEX CONCURRENTLY in a RunSQL inside SeparateDatabaseAndState, "
-                + ATOMIC_FALSE
-            )
+            fix = f"{OPS}.AddUniqueConstraintConcurrently {ATOMIC_FALSE} (it keeps every option)"
             problem = f"builds {name} under a SHARE lock: writes wait for the whole build"
     elif isinstance(constraint, models.CheckConstraint):
         fix = (
@@ -300,7 +348,15 @@ def _add_field_issues(operation, ctx: Context) -> Iterator[Issue]:
             NOT_NULL_WITHOUT_DEFAULT,
             f"adds {operation.name} NOT NULL with no default: it fails on a table that has rows",
             f"add it null=True, fill it with `manage.py backfill_column`, then "
-            f"{OPS}.SetNotNullPhased; or give it a default",
+            f"{OPS}.SetNotNullPhased; or give it a db_default",
+        )
+    elif not new.null and not new.has_db_default():
+        yield _python_default_issue(
+            operation.name,
+            "is NOT NULL with a default in Python only: Django drops the column's default right "
+            "after adding it, so the INSERTs of the old code still running, which do not know "
+            "the column, fail",
+            f"db_default={new.default!r} (kept by the database; default= too if you like)",
         )
 
 
@@ -428,6 +484,226 @@ def _run_sql_issues(operation: operations.RunSQL, ctx: Context) -> Iterator[Issu
         break
 
 
+# Rules for a rolling deploy: old code keeps running while the migration applies ----------------
+
+TWO_DEPLOYS = (
+    "in a later deploy, once no process runs the code of this one"  # what "delete" waits for
+)
+MAX_IDENTIFIER_BYTES = 63
+
+
+def _column(name: str, field_) -> str:
+    """The column of a migration-state field (unbound: no ``column`` attribute yet)."""
+    if field_.db_column:
+        return field_.db_column
+    return f"{name}_id" if isinstance(field_, models.ForeignKey) else name
+
+
+def _table(ctx: Context, model_name: str) -> str:
+    model = ctx.state.models.get((ctx.app_label, model_name.lower()))
+    table = model.options.get("db_table") if model else None
+    return table or truncate_name(
+        f"{ctx.app_label}_{model_name.lower()}", ctx.connection.ops.max_name_length()
+    )
+
+
+def _remove_field_issues(operation, ctx: Context) -> Iterator[Issue]:
+    model = ctx.state.models[ctx.app_label, operation.model_name_lower]
+    old = model.fields.get(operation.name)
+    if old is None:
+        return
+    if _has_foreign_key(old):
+        yield _foreign_key_drop_issue(operation.name)
+    yield Issue(
+        DROP_COLUMN,
+        f"drops {operation.name} in the deploy that stops using it: the old code still running "
+        "names every column of the model in its queries, and fails until it is replaced",
+        f"{OPS}.SafeRemoveField(..., stage='pending') here (the state forgets the field, the "
+        f"column stays), then SafeRemoveField(..., stage='delete') {TWO_DEPLOYS}",
+    )
+
+
+def _foreign_key_drop_issue(name: str) -> Issue:
+    return Issue(
+        DROP_FOREIGN_KEY,
+        f"drops foreign key {name} with its constraint, which locks the referenced table as well "
+        "(and, while pending, keeps checking and locking it)",
+        "first AlterField with db_constraint=False in a migration of its own (a brief lock on "
+        f"both tables, under the lock timeout), then {OPS}.SafeRemoveField",
+    )
+
+
+def _safe_remove_field_issues(operation, ctx: Context) -> Iterator[Issue]:
+    model = ctx.state.models.get((ctx.app_label, operation.model_name.lower()))
+    if model is None:
+        return
+    key = (operation.model_name.lower(), operation.name.lower())
+    old = model.fields.get(operation.name)
+    if operation.stage == "pending" and old is not None:
+        ctx.pending.add(key)
+        if _has_foreign_key(old):
+            yield _foreign_key_drop_issue(operation.name)
+        if not old.null and not old.has_db_default():
+            yield _python_default_issue(
+                operation.name,
+                "stays NOT NULL with no database default once the code stops writing it: "
+                "every INSERT of the new code fails",
+                "first AlterField to null=True (only the catalog changes) or give it db_default",
+            )
+    elif operation.stage == "delete" and (old is not None or key in ctx.pending):
+        when = (
+            "before its pending stage"
+            if old is not None
+            else "in the migration of its pending stage"
+        )
+        yield Issue(
+            DROP_COLUMN,
+            f"drops {operation.name} {when}: code that still uses it is running",
+            f"SafeRemoveField(..., stage='pending') in one deploy, the delete stage {TWO_DEPLOYS}",
+        )
+
+
+def _delete_model_issues(operation, ctx: Context) -> Iterator[Issue]:
+    name = operation.name.lower()
+    if isinstance(operation, operations.DeleteModel):
+        if ctx.existing_table(name):
+            yield _drop_table_issue(name, "in the deploy that stops using it")
+        return
+    if operation.stage == "pending":
+        ctx.pending.add((name, None))
+    elif (ctx.app_label, name) in ctx.state.models or (name, None) in ctx.pending:
+        yield _drop_table_issue(name, "before a deploy has stopped using it")
+
+
+def _drop_table_issue(name: str, when: str) -> Issue:
+    return Issue(
+        DROP_TABLE,
+        f"drops the table of {name} {when}: the old code still running queries it and fails",
+        f"{OPS}.SafeDeleteModel(..., stage='pending') here, then "
+        f"SafeDeleteModel(..., stage='delete') {TWO_DEPLOYS}",
+    )
+
+
+def _rename_issues(operation, ctx: Context) -> Iterator[Issue]:
+    if isinstance(operation, operations.RenameField | operations.AlterField):
+        if not ctx.existing_table(operation.model_name):
+            return
+        model = ctx.state.models[ctx.app_label, operation.model_name_lower]
+        old_name = getattr(operation, "old_name", operation.name)
+        new_name = getattr(operation, "new_name", operation.name)
+        old = model.fields.get(old_name)
+        new = old if isinstance(operation, operations.RenameField) else operation.field
+        if old is None or _column(old_name, old) == _column(new_name, new):
+            return
+        yield Issue(
+            RENAME_COLUMN,
+            f"renames column {_column(old_name, old)} to {_column(new_name, new)}: the old code "
+            "still running asks for the old name, the new code for the new one",
+            f"rename in Python only: keep the column, db_column={_column(old_name, old)!r}",
+        )
+        return
+    old_name = getattr(operation, "old_name", operation.name)
+    if not ctx.existing_table(old_name):
+        return
+    old_table = _table(ctx, old_name)
+    if isinstance(operation, operations.RenameModel):
+        model = ctx.state.models[ctx.app_label, old_name.lower()]
+        new_table = model.options.get("db_table") or _table(ctx, operation.new_name)
+    else:
+        new_table = operation.table or truncate_name(
+            f"{ctx.app_label}_{operation.name_lower}", ctx.connection.ops.max_name_length()
+        )
+    if old_table != new_table:
+        yield Issue(
+            RENAME_TABLE,
+            f"renames table {old_table} to {new_table}: the old code still running queries the "
+            "old name, the new code the new one",
+            f"rename in Python only: keep the table, db_table={old_table!r} in the model's Meta",
+        )
+
+
+def _python_default_issue(name: str, problem: str, fix: str) -> Issue:
+    return Issue(PYTHON_DEFAULT, f"{name} {problem}", fix)
+
+
+def _identifiers(operation) -> Iterator[tuple[str, str]]:
+    """(what, name) of every name the operation gives to a table, column, index or constraint."""
+    if isinstance(operation, operations.CreateModel):
+        if operation.options.get("db_table"):
+            yield "table", operation.options["db_table"]
+        for name, field_ in operation.fields:
+            yield "column", _column(name, field_)
+        for index in operation.options.get("indexes", []):
+            yield "index", index.name
+        for constraint in operation.options.get("constraints", []):
+            yield "constraint", constraint.name
+    elif isinstance(operation, operations.AddField | operations.AlterField):
+        yield "column", _column(operation.name, operation.field)
+    elif isinstance(operation, operations.RenameField):
+        yield "column", operation.new_name
+    elif isinstance(operation, operations.AddIndex):
+        yield "index", operation.index.name
+    elif isinstance(operation, operations.RenameIndex):
+        yield "index", operation.new_name
+    elif isinstance(operation, operations.AddConstraint | AddUniqueConstraintConcurrently):
+        yield "constraint", operation.constraint.name
+    elif isinstance(operation, AddForeignKeyNotValid):
+        yield "constraint", operation.name
+    elif isinstance(operation, operations.AlterModelTable) and operation.table:
+        yield "table", operation.table
+
+
+def _identifier_issues(operation) -> Iterator[Issue]:
+    for what, name in _identifiers(operation):
+        size = len(str(name).encode())
+        if size > MAX_IDENTIFIER_BYTES:
+            yield Issue(
+                LONG_IDENTIFIER,
+                f"names a {what} {name!r} of {size} bytes: PostgreSQL keeps the first 63 and "
+                "drops the rest without a word, so two names alike up to there are one, and "
+                "a later operation looks for a name the database does not have",
+                f"a {what} name of at most 63 bytes",
+            )
+
+
+_DATA_SQL = re.compile(
+    r"\bUPDATE\s+(?:ONLY\s+)?(?!SET\b)(?P<update>[^\s(;]+)(?:\s+(?:AS\s+)?(?!SET\b)\w+)?\s+SET\b"
+    r"|\bDELETE\s+FROM\s+(?:ONLY\s+)?(?P<delete>[^\s(;]+)"
+    r"|\bINSERT\s+INTO\s+(?P<insert>[^\s(;]+)\s*(?:\([^)]*\)\s*)?(?:SELECT|WITH)\b"
+    r"|\bMERGE\s+INTO\s+(?:ONLY\s+)?(?P<merge>[^\s(;]+)",
+    re.IGNORECASE,
+)
+BACKFILL_FIX = (
+    "after the deploy, `manage.py backfill_column` (keyset batches, one short transaction each, "
+    f"resumable), and {OPS}.RequireNoNulls in the migration that needs it done; a few rows of "
+    "reference data: review it"
+)
+
+
+def _data_change_issues(operation, ctx: Context) -> Iterator[Issue]:
+    if isinstance(operation, operations.RunPython):
+        if operation.code is not operations.RunPython.noop:
+            yield Issue(
+                DATA_CHANGE,
+                "changes data inside the migration: on a big table that is one long transaction "
+                "in the middle of the deploy, every row it touches locked until it commits",
+                BACKFILL_FIX,
+            )
+        return
+    sql = _forward_sql(operation)
+    new_tables = ctx.new_tables | {_table_key(m["table"]) for m in _CREATE_TABLE.finditer(sql)}
+    for match in _DATA_SQL.finditer(sql):
+        table = next(t for t in match.groups() if t)
+        if _table_key(table) not in new_tables:
+            yield Issue(
+                DATA_CHANGE,
+                f"runs `{_statement(sql, match.start())}` inside the migration: on a big table "
+                "one long statement, every row it touches locked until the migration commits",
+                BACKFILL_FIX,
+            )
+            return
+
+
 # The walk --------------------------------------------------------------------------------------
 
 MODEL_RULES = (
@@ -435,9 +711,23 @@ MODEL_RULES = (
     (operations.AddConstraint, _add_constraint_issues),
     (operations.AddField, _add_field_issues),
     (operations.AlterField, _alter_field_issues),
+    (operations.RemoveField, _remove_field_issues),
 )
 # Subclasses of the operations above that are the safe forms.
 SAFE_FORMS = (DjangoAddIndexConcurrently, AddConstraintNotValid)
+# Rules that tell a new table from an existing one themselves.
+OTHER_RULES = (
+    (operations.DeleteModel | SafeDeleteModel, _delete_model_issues),
+    (SafeRemoveField, _safe_remove_field_issues),
+    (
+        operations.RenameField
+        | operations.AlterField
+        | operations.RenameModel
+        | operations.AlterModelTable,
+        _rename_issues,
+    ),
+    (operations.RunPython, _data_change_issues),
+)
 
 
 def _issues(operation: Operation, ctx: Context) -> Iterator[tuple[Operation, Issue]]:
@@ -445,10 +735,16 @@ def _issues(operation: Operation, ctx: Context) -> Iterator[tuple[Operation, Iss
         for inner in operation.database_operations:
             yield from _issues(inner, ctx)
         return
+    for issue in _identifier_issues(operation):
+        yield operation, issue
     if isinstance(operation, operations.RunSQL):
-        for issue in _run_sql_issues(operation, ctx):
+        for issue in (*_run_sql_issues(operation, ctx), *_data_change_issues(operation, ctx)):
             yield operation, issue
         return
+    for kind, rule in OTHER_RULES:
+        if isinstance(operation, kind):
+            for issue in rule(operation, ctx):
+                yield operation, issue
     if isinstance(operation, SAFE_FORMS):
         return
     for kind, rule in MODEL_RULES:
@@ -561,8 +857,32 @@ def _graph_plan(graph) -> list[tuple[str, str]]:
     return list(plan)
 
 
+def baselined(graph) -> tuple[set[tuple[str, str]], list[checks.CheckMessage]]:
+    """The migrations the baseline leaves alone: for each app in
+    ``DBOPS["MIGRATION_SAFETY_BASELINE"]``, the named migration and every one of that app it
+    depends on; and an error for each name that is not in the graph."""
+    covered: set[tuple[str, str]] = set()
+    messages = []
+    for app_label, name in dbops_settings.MIGRATION_SAFETY_BASELINE.items():
+        key = (app_label, name)
+        if key not in graph.nodes:
+            messages.append(
+                checks.Error(
+                    f"DBOPS['MIGRATION_SAFETY_BASELINE'] names {app_label}.{name}, which is not a "
+                    "migration of this project.",
+                    hint="Name the app's last migration written before the check was adopted "
+                    '(e.g. {"orders": "0004_product_description"}).',
+                    id=BAD_BASELINE,
+                )
+            )
+            continue
+        covered.update(node for node in graph.forwards_plan(key) if node[0] == app_label)
+    return covered, messages
+
+
 def check_migration_safety(app_configs=None, databases=None, **kwargs):
-    """The system check (tag "migrations"): findings in the project's own migrations."""
+    """The system check (tag "migrations"): findings in the project's own migrations, but those
+    the baseline leaves alone."""
     postgres = [a for a in databases or [DEFAULT_DB_ALIAS] if connections[a].vendor == "postgresql"]
     if not postgres:
         return []
@@ -570,10 +890,10 @@ def check_migration_safety(app_configs=None, databases=None, **kwargs):
     labels = own_app_labels(app_configs)
     loader = MigrationLoader(None, ignore_no_migrations=True)
     state = ProjectState(real_apps=loader.unmigrated_apps)
-    messages = []
+    skipped, messages = baselined(loader.graph)
     for key in _graph_plan(loader.graph):
         migration = loader.graph.nodes[key]
-        if key[0] in labels:
+        if key[0] in labels and key not in skipped:
             messages += migration_messages(migration, state, connection)
         else:
             migration.mutate_state(state, preserve=False)

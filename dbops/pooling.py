@@ -4,9 +4,10 @@ Each transaction may run on a different server connection, which other clients u
 A session setting (``SET lock_timeout`` outside a transaction) would apply to whichever client's
 statement lands there next, and ours might land elsewhere; a session advisory lock would be held
 for someone else. The toolkit keeps no session state on hot paths (timeouts are transaction-local,
-the backfill's lock is a lease in its row); what cannot avoid it, the concurrent index builds and
-constraint validations of migrations (they cannot run in a transaction, so their ``lock_timeout``
-is a session setting), refuses to run through the pooler and names the direct connection to use.
+the backfill's lock is a lease in its row, ``migrate``'s own lock is held in an open transaction
+there); what cannot avoid it, the statements of migrations that cannot run in a transaction
+(``CREATE``/``DROP INDEX CONCURRENTLY``: their timeouts are session settings), refuses to run
+through the pooler and names the direct connection to use.
 
 ``pgbouncer_profile(entry)`` makes one ``DATABASES`` entry fit the pooler and marks it (the
 ``PGBOUNCER`` key), which is how the toolkit knows; ``prepared_statements(entry, threshold)`` turns
@@ -19,8 +20,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
+
+from dbops.exceptions import DirectConnectionRequired
+
+__all__ = [
+    "DIRECT_HINT",
+    "PGBOUNCER",
+    "DirectConnectionRequired",
+    "behind_pgbouncer",
+    "pgbouncer_profile",
+    "prepared_statements",
+    "require_direct",
+]
 
 # The key of a DATABASES entry that pgbouncer_profile() sets: this alias goes through PgBouncer in
 # transaction mode.
@@ -70,10 +82,6 @@ def prepared_statements(database: dict[str, Any], threshold: int | None) -> dict
         raise ImproperlyConfigured(f"prepare_threshold must be 0 or more, not {threshold}.")
     database.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=threshold)
     return database
-
-
-class DirectConnectionRequired(CommandError):
-    """This work needs a session of its own; the message names the direct connection to use."""
 
 
 def behind_pgbouncer(alias: str = DEFAULT_DB_ALIAS) -> bool:

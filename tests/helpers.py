@@ -286,3 +286,34 @@ def queued_behind_a_lock(lock_sql: str, params: list, calls: list) -> list:
         holder.close()
     assert queued == [True], "the calls never all waited behind the held lock"
     return results
+
+
+@contextmanager
+def timeouts_seen() -> Iterator[list[tuple[str, str, str]]]:
+    """(statement, lock_timeout, statement_timeout) the server had in effect for each statement
+    this thread's default connection ran in the block, read from the server just before it ran
+    (below every execute wrapper, so after the migration guard set them)."""
+    import threading
+    from unittest import mock
+
+    from django.db import connections
+    from django.db.backends.utils import CursorWrapper
+
+    seen: list[tuple[str, str, str]] = []
+    original = CursorWrapper._execute
+    thread = threading.get_ident()
+
+    def probe(self, sql, params, *rest):
+        raw = self.db.connection
+        if threading.get_ident() == thread and self.db is connections["default"]:
+            if raw.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+                with raw.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT current_setting('lock_timeout'),"
+                        " current_setting('statement_timeout')"
+                    )
+                    seen.append((" ".join(str(sql).split()), *cursor.fetchone()))
+        return original(self, sql, params, *rest)
+
+    with mock.patch.object(CursorWrapper, "_execute", probe):
+        yield seen

@@ -5,7 +5,9 @@ from .base import INSTALLED_APPS, MIDDLEWARE, databases
 from .nplusone import *  # noqa: F403
 
 DATABASES = databases(embedded=True)
-INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "zeal"]
+# migrationsapp: a test-only app whose migrations run Django's operations and dbops' through
+# manage.py migrate (tests/dbops/test_migration_guard.py, test_migrations_at_scale.py).
+INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "zeal", "tests.migrationsapp"]
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

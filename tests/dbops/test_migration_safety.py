@@ -24,6 +24,9 @@ from dbops.operations import (
     AddForeignKeyNotValid,
     AddIndexConcurrently,
     AddUniqueConstraintConcurrently,
+    RequireNoNulls,
+    SafeDeleteModel,
+    SafeRemoveField,
     SetNotNullPhased,
     ValidateConstraintWithLockTimeout,
     index_state,
@@ -70,7 +73,25 @@ def uuid_v4():
     return models.Func(function="gen_random_uuid", output_field=models.UUIDField())
 
 
-E101, E102, E103, E104, E105, E106, E107, E108, E109 = safety.RULES
+(E101, E102, E103, E104, E105, E106, E107, E108, E109) = safety.RULES[:9]
+(E110, E111, E112, E113, E114, E115, E116, E117) = safety.RULES[9:]
+
+
+def copy_description(apps, schema_editor):
+    """A data migration (never run here: the check reads it)."""
+
+
+BACKFILLED = RequireNoNulls(
+    "customer", "email_normalized", "python manage.py backfill_column orders.Customer ..."
+)
+USER_WITHOUT_CONSTRAINT = models.OneToOneField(
+    "auth.user",
+    on_delete=models.SET_NULL,
+    null=True,
+    blank=True,
+    related_name="customer",
+    db_constraint=False,
+)
 
 # rule, a bad migration, its findings, and a safe migration that does the same without blocking
 CASES = {
@@ -152,7 +173,7 @@ CASES = {
     "add_field_not_null_without_default": (
         [migrations.AddField("order", "note", models.CharField(max_length=10))],
         [(0, E106)],
-        [migrations.AddField("order", "note", models.CharField(max_length=10, default=""))],
+        [migrations.AddField("order", "note", models.CharField(max_length=10, db_default=""))],
     ),
     "alter_field_not_null": (
         [migrations.AlterField("order", "idempotency_key", models.CharField(max_length=64))],
@@ -172,6 +193,62 @@ CASES = {
                 "SET LOCAL lock_timeout = '3s'; ALTER TABLE orders_order ADD COLUMN note text"
             )
         ],
+    ),
+    "remove_field": (
+        [migrations.RemoveField("product", "description")],
+        [(0, E110)],
+        [SafeRemoveField("product", "description", stage="pending")],
+    ),
+    "delete_model": (
+        [migrations.DeleteModel("Payment")],
+        [(0, E111)],
+        [SafeDeleteModel("Payment", stage="pending")],
+    ),
+    "remove_foreign_key_field": (
+        [migrations.RemoveField("customer", "user")],
+        [(0, E112), (0, E110)],
+        [
+            migrations.AlterField("customer", "user", USER_WITHOUT_CONSTRAINT),
+            SafeRemoveField("customer", "user", stage="pending"),
+        ],
+    ),
+    "rename_field": (
+        [migrations.RenameField("product", "name", "title")],
+        [(0, E113)],
+        [
+            migrations.AlterField(
+                "product", "name", models.CharField(max_length=200, db_column="name")
+            ),
+            migrations.RenameField("product", "name", "title"),
+        ],
+    ),
+    "rename_model": (
+        [migrations.RenameModel("Payment", "Charge")],
+        [(0, E114)],
+        [
+            migrations.AlterModelTable("payment", "orders_payment"),
+            migrations.RenameModel("Payment", "Charge"),
+        ],
+    ),
+    "add_field_python_default": (
+        [migrations.AddField("order", "note", models.CharField(max_length=10, default=""))],
+        [(0, E115)],
+        [migrations.AddField("order", "note", models.CharField(max_length=10, db_default=""))],
+    ),
+    "long_identifier": (
+        [AddIndexConcurrently("order", models.Index(fields=["status"], name="o" * 64))],
+        [(0, E116)],
+        [AddIndexConcurrently("order", models.Index(fields=["status"], name="o" * 63))],
+    ),
+    "run_python": (
+        [migrations.RunPython(copy_description, migrations.RunPython.noop)],
+        [(0, E117)],
+        [BACKFILLED],
+    ),
+    "run_sql_update": (
+        [migrations.RunSQL("UPDATE orders_order SET status = 'paid' WHERE status = 'new'")],
+        [(0, E117)],
+        [BACKFILLED],
     ),
 }
 
@@ -273,7 +350,10 @@ def test_a_collation_change_is_refused_and_so_is_a_narrower_type():
 def test_constraints_without_a_concurrent_operation_say_what_to_do(constraint):
     [error] = messages(migrations.AddConstraint("order", constraint))
     assert error.id == E102
-    assert "CONCURRENTLY" in error.msg or "there is no form that does not block" in error.msg
+    assert (
+        "AddUniqueConstraintConcurrently" in error.msg
+        or "there is no form that does not block" in error.msg
+    )
 
 
 def test_separate_database_and_state_is_checked_on_its_database_side():
@@ -487,6 +567,8 @@ def dbops_migrations(tmp_path, monkeypatch, settings):
         (root / "0002_under_test.py").write_text(source)
         forget()
         settings.MIGRATION_MODULES = {"dbops": package}
+        # The project's baseline names dbops' real 0003, absent from this package.
+        settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": {}}
 
     def forget():
         importlib.invalidate_caches()
@@ -519,3 +601,116 @@ def test_migrate_refuses_a_bad_migration_and_applies_nothing(dbops_migrations):
     assert index_state(connection, "backfillrun_target_idx") is None
     applied = MigrationRecorder(connection).applied_migrations()
     assert ("dbops", "0002_under_test") not in applied
+
+
+# Rules for a rolling deploy: the stages, and what the pending stage needs ----------------------
+
+
+def test_a_delete_stage_before_its_pending_stage_is_refused():
+    assert found(SafeRemoveField("product", "description", stage="delete")) == [(0, E110)]
+    assert found(SafeDeleteModel("Payment", stage="delete")) == [(0, E111)]
+
+
+def test_a_delete_stage_in_the_migration_of_its_pending_stage_is_refused():
+    assert found(
+        SafeRemoveField("product", "description", stage="pending"),
+        SafeRemoveField("product", "description", stage="delete"),
+    ) == [(1, E110)]
+    assert found(
+        SafeDeleteModel("Payment", stage="pending"), SafeDeleteModel("Payment", stage="delete")
+    ) == [(1, E111)]
+
+
+def test_a_delete_stage_after_the_pending_stage_passes():
+    state = project_state()
+    SafeRemoveField("product", "description", stage="pending").state_forwards("orders", state)
+    SafeDeleteModel("Payment", stage="pending").state_forwards("orders", state)
+    assert (
+        found(
+            SafeRemoveField("product", "description", stage="delete"),
+            SafeDeleteModel("Payment", stage="delete"),
+            state=state,
+        )
+        == []
+    )
+
+
+def test_the_pending_stage_of_a_not_null_column_without_a_database_default_is_refused():
+    [error] = messages(SafeRemoveField("customer", "region", stage="pending"))
+    assert error.id == E115
+    assert "every INSERT of the new code fails" in error.msg
+    assert "null=True" in error.msg and "db_default" in error.msg
+
+
+def test_each_message_names_the_safe_alternative():
+    cases = {
+        E110: (migrations.RemoveField("product", "description"), "SafeRemoveField"),
+        E111: (migrations.DeleteModel("Payment"), "SafeDeleteModel"),
+        E112: (migrations.RemoveField("customer", "user"), "db_constraint=False"),
+        E113: (migrations.RenameField("product", "name", "title"), "db_column='name'"),
+        E114: (migrations.RenameModel("Payment", "Charge"), "db_table='orders_payment'"),
+        E115: (
+            migrations.AddField("order", "note", models.CharField(max_length=9, default="-")),
+            "db_default='-'",
+        ),
+        E117: (migrations.RunSQL("DELETE FROM orders_order"), "backfill_column"),
+    }
+    for rule, (operation, alternative) in cases.items():
+        [error] = [m for m in messages(operation) if m.id == rule]
+        assert f"Instead: {alternative}" in error.msg or alternative in error.msg, error.msg
+
+
+def test_long_names_are_refused_on_new_tables_too():
+    create = migrations.CreateModel(
+        "Scratch",
+        [("id", models.BigAutoField(primary_key=True)), ("é" * 32, models.IntegerField())],
+    )
+    # 32 characters, 64 bytes: PostgreSQL counts bytes.
+    assert found(create) == [(0, E116)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO orders_order (status) VALUES ('new') ON CONFLICT DO UPDATE SET status = 'x'",
+        "SELECT * FROM orders_order FOR UPDATE",
+        "CREATE TABLE side (id int); UPDATE side SET id = 1",
+    ],
+)
+def test_sql_that_changes_no_existing_rows_in_bulk_is_not_a_data_change(sql):
+    assert E117 not in [rule for _index, rule in found(migrations.RunSQL(sql))]
+
+
+# The baseline: migrations written before the check are not judged again --------------------
+
+
+def test_the_projects_baseline_is_what_leaves_dbops_older_migrations_alone(settings):
+    assert safety.check_migration_safety() == []
+    settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": {}}
+    judged = safety.check_migration_safety()
+    assert {m.id for m in judged} == {E115}
+    assert {m.msg.split(",")[0] for m in judged} == {
+        "dbops.0002_backfillrun_lease",
+        "dbops.0003_backfillrun_replica_pauses",
+    }
+
+
+def test_a_baseline_leaves_its_migration_and_older_ones_alone_and_judges_newer_ones(
+    dbops_migrations, settings
+):
+    dbops_migrations(BACKFILL_INDEX)
+    with pytest.raises(SystemCheckError, match=r"dbops\.E101"):
+        call_command("check")
+    settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": {"dbops": "0002_under_test"}}
+    call_command("check")
+    settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": {"dbops": "0001_backfillrun"}}
+    with pytest.raises(SystemCheckError, match=r"dbops\.E101"):
+        call_command("check")
+
+
+def test_a_baseline_naming_no_migration_is_an_error(settings):
+    baseline = {**settings.DBOPS["MIGRATION_SAFETY_BASELINE"], "orders": "0099_nothing"}
+    settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": baseline}
+    [error] = safety.check_migration_safety()
+    assert error.id == "dbops.E003"
+    assert "orders.0099_nothing" in error.msg

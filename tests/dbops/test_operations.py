@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import (
     IntegrityError,
     NotSupportedError,
@@ -20,11 +21,13 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations.base import Operation
 from django.db.migrations.state import ModelState
 from django.db.migrations.writer import MigrationWriter
+from django.db.models.functions import Lower
 
 from dbops import catalog
 from dbops import operations as operations_module
 from dbops.doctor import examine
 from dbops.errors import LOCK_NOT_AVAILABLE, sqlstate
+from dbops.exceptions import MigrationLockTimeout
 from dbops.operations import (
     DEFAULT_ATTEMPTS,
     DEFAULT_LOCK_TIMEOUT_MS,
@@ -34,13 +37,15 @@ from dbops.operations import (
     MigrationBlocked,
     RemoveIndexConcurrently,
     RequireNoNulls,
+    SafeDeleteModel,
+    SafeRemoveField,
     SetNotNullPhased,
     ValidateConstraintWithLockTimeout,
     index_state,
 )
 from orders.models import Customer
 from tests.factories import customer_create
-from tests.helpers import raw_connection
+from tests.helpers import raw_connection, timeouts_seen
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,16 +128,14 @@ def test_add_index_concurrently_applies_and_reverses():
     assert index_state(connection, "test_customer_name") is None
 
 
-def test_add_index_builds_concurrently_under_a_lock_timeout():
+def test_add_index_builds_concurrently_with_no_lock_or_statement_timeout():
     op = AddIndexConcurrently("customer", models.Index(fields=["name"], name="test_customer_name"))
-    with statements_run() as sql:
+    with timeouts_seen() as seen:
         forwards(op)
-    builds = [s for s in sql if "CREATE INDEX" in s or "CREATE UNIQUE INDEX" in s]
+    builds = [row for row in seen if "CREATE INDEX" in row[0]]
     assert builds == [
-        'CREATE INDEX CONCURRENTLY "test_customer_name" ON "orders_customer" ("name")'
+        ('CREATE INDEX CONCURRENTLY "test_customer_name" ON "orders_customer" ("name")', "0", "0")
     ]
-    timeout = sql.index("SELECT current_setting(%s), set_config(%s, %s, false)")
-    assert timeout < sql.index(builds[0])
 
 
 def test_remove_index_drops_concurrently():
@@ -210,38 +213,9 @@ def test_leftover_invalid_index_is_dropped_and_built_again():
     backwards(op, state, new_state)
 
 
-def test_lock_timeout_is_retried_until_the_other_transaction_lets_go(caplog):
-    holder = raw_connection(autocommit=False)
-    holder.execute("LOCK TABLE orders_customer IN SHARE ROW EXCLUSIVE MODE")
-    op = AddIndexConcurrently(
-        "customer",
-        models.Index(fields=["name"], name="test_customer_name"),
-        lock_timeout_ms=100,
-        attempts=10,
-    )
-    op.base_delay = 0.05
-    first_timeout = threading.Event()
-
-    class ReleaseOnFirstRetry(logging.Handler):
-        def emit(self, record):
-            first_timeout.set()
-
-    handler = ReleaseOnFirstRetry()
-    logging.getLogger("dbops.migrations").addHandler(handler)
-    releaser = threading.Thread(target=lambda: (first_timeout.wait(10), holder.rollback()))
-    releaser.start()
-    try:
-        state, new_state = forwards(op)
-    finally:
-        releaser.join()
-        holder.close()
-        logging.getLogger("dbops.migrations").removeHandler(handler)
-    assert first_timeout.is_set()
-    assert index_state(connection, "test_customer_name") == "valid"
-    backwards(op, state, new_state)
-
-
-def test_lock_that_never_goes_stops_the_migration_with_what_to_do():
+def test_a_concurrent_build_waits_for_a_held_lock_however_long_it_takes():
+    """Its lock (SHARE UPDATE EXCLUSIVE) blocks no reads or writes: no lock timeout, so it waits
+    longer than the operation's lock_timeout_ms x attempts, and builds once."""
     holder = raw_connection(autocommit=False)
     holder.execute("LOCK TABLE orders_customer IN SHARE ROW EXCLUSIVE MODE")
     op = AddIndexConcurrently(
@@ -250,17 +224,76 @@ def test_lock_that_never_goes_stops_the_migration_with_what_to_do():
         lock_timeout_ms=50,
         attempts=2,
     )
-    op.base_delay = 0.01
+    done = threading.Event()
+    result = {}
+
+    def build():
+        try:
+            result["state"] = forwards(op)
+        finally:
+            connection.close()
+            done.set()
+
+    worker = threading.Thread(target=build)
+    worker.start()
     try:
-        with pytest.raises(MigrationBlocked, match="db_doctor"):
-            forwards(op)
+        assert not done.wait(0.5)  # 50 ms x 2 attempts are long gone: still waiting
     finally:
         holder.rollback()
         holder.close()
-    # Whatever the killed build left is cleaned up by the next run.
-    state, new_state = forwards(op)
+        worker.join(30)
     assert index_state(connection, "test_customer_name") == "valid"
-    backwards(op, state, new_state)
+    backwards(op, *result["state"])
+
+
+def test_a_blocking_statement_is_retried_until_the_other_transaction_lets_go(child_table, settings):
+    settings.DBOPS = {**settings.DBOPS, "MIGRATION_RETRY_DELAY_MS": 20}
+    holder = raw_connection(autocommit=False)
+    holder.execute("UPDATE orders_scratchchild SET note = note")  # a writer, mid-transaction
+    op = AddForeignKeyNotValid(
+        "scratchchild", "customer", "scratch_customer_fk", lock_timeout_ms=100, attempts=10
+    )
+    first_timeout = threading.Event()
+
+    class ReleaseOnFirstRetry(logging.Handler):
+        def emit(self, record):
+            if "lock timeout (attempt 1 of 10)" in record.getMessage():
+                first_timeout.set()
+
+    handler = ReleaseOnFirstRetry()
+    logging.getLogger("dbops.migrations").addHandler(handler)
+    releaser = threading.Thread(target=lambda: (first_timeout.wait(10), holder.rollback()))
+    releaser.start()
+    try:
+        forwards(op, child_table)
+    finally:
+        releaser.join()
+        holder.close()
+        logging.getLogger("dbops.migrations").removeHandler(handler)
+    assert first_timeout.is_set()
+    assert constraint("scratch_customer_fk") == "not valid"
+
+
+def test_a_lock_that_never_goes_stops_the_operation_naming_who_holds_it(child_table, settings):
+    settings.DBOPS = {**settings.DBOPS, "MIGRATION_RETRY_DELAY_MS": 10}
+    holder = raw_connection(autocommit=False, application_name="long-import")
+    holder.execute("UPDATE orders_scratchchild SET note = note")
+    holder_pid = holder.info.backend_pid
+    op = AddForeignKeyNotValid(
+        "scratchchild", "customer", "scratch_customer_fk", lock_timeout_ms=300, attempts=2
+    )
+    try:
+        with pytest.raises(MigrationLockTimeout) as excinfo:
+            forwards(op, child_table)
+    finally:
+        holder.rollback()
+        holder.close()
+    message = str(excinfo.value)
+    assert "adding foreign key scratch_customer_fk" in message
+    assert f"pid {holder_pid}" in message and '"long-import"' in message
+    assert constraint("scratch_customer_fk") is None  # the statement changed nothing
+    forwards(op, child_table)  # and runs once the lock is gone
+    assert constraint("scratch_customer_fk") == "not valid"
 
 
 def test_unique_constraint_concurrently_applies_and_reverses():
@@ -336,29 +369,50 @@ def test_foreign_key_not_valid_checks_new_rows_then_validates_old_ones(child_tab
     assert constraint("scratch_customer_fk") is None
 
 
+NATIVE_NOT_NULL = 180000  # PostgreSQL 18: ADD NOT NULL ... NOT VALID, and a named constraint
+
+
+def not_null(table, column):
+    """(NOT NULL, its constraint (PostgreSQL 18) or None) of a column, from the catalog."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.attnotnull, (SELECT c.convalidated FROM pg_constraint c"
+            "  WHERE c.conrelid = a.attrelid AND c.contype = 'n' AND c.conkey = ARRAY[a.attnum])"
+            " FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attname = %s",
+            [table, column],
+        )
+        return cursor.fetchone()
+
+
 def test_set_not_null_in_phases_applies_resumes_and_reverses(child_table):
     customer = customer_create()
     insert_child(customer.pk, "a")
     insert_child(customer.pk, None)
     op = SetNotNullPhased("scratchchild", "note")
     with pytest.raises(IntegrityError):
-        forwards(op, child_table)  # VALIDATE finds the NULL; the column is untouched
-    assert column_nullable("orders_scratchchild", "note")
-    assert constraint("orders_scratchchild_note_not_null") == "not valid"
+        forwards(op, child_table)  # VALIDATE finds the NULL
+    with pytest.raises(IntegrityError):
+        insert_child(customer.pk, None)  # new rows are checked from the first phase on
+    if connection.pg_version >= NATIVE_NOT_NULL:
+        assert not_null("orders_scratchchild", "note") == (True, False)  # NOT NULL NOT VALID
+    else:
+        assert column_nullable("orders_scratchchild", "note")
+        assert constraint("orders_scratchchild_note_nn_check") == "not valid"
 
     with connection.cursor() as cursor:
         cursor.execute("UPDATE orders_scratchchild SET note = 'b' WHERE note IS NULL")
     state, new_state = forwards(op, child_table)  # picks up where it stopped
     assert not column_nullable("orders_scratchchild", "note")
-    assert constraint("orders_scratchchild_note_not_null") is None
+    assert constraint("orders_scratchchild_note_nn_check") is None
     assert new_state.models["orders", "scratchchild"].fields["note"].null is False
     backwards(op, state, new_state)
     assert column_nullable("orders_scratchchild", "note")
 
 
-def test_set_not_null_is_proven_by_the_validated_check_without_a_scan(child_table):
-    """SET NOT NULL scans the whole table under ACCESS EXCLUSIVE unless a valid CHECK proves it;
-    PostgreSQL says so at DEBUG1, which the connection is asked to pass on here."""
+def test_set_not_null_takes_no_full_scan_under_an_access_exclusive_lock(child_table):
+    """PostgreSQL 18: ADD NOT NULL NOT VALID, then VALIDATE (writes go on). Before 18: SET NOT NULL
+    scans the whole table under ACCESS EXCLUSIVE unless a valid CHECK proves it; PostgreSQL says
+    so at DEBUG1, which the connection is asked to pass on here."""
     customer = customer_create()
     insert_child(customer.pk, "a")
     op = SetNotNullPhased("scratchchild", "note")
@@ -373,7 +427,14 @@ def test_set_not_null_is_proven_by_the_validated_check_without_a_scan(child_tabl
     finally:
         connection.close()  # the session setting and the handler go with the connection
     ddl = [s for s in sql if s.startswith("ALTER TABLE")]
-    check = '"orders_scratchchild_note_not_null"'
+    if connection.pg_version >= NATIVE_NOT_NULL:
+        assert ddl == [
+            'ALTER TABLE "orders_scratchchild" ADD NOT NULL "note" NOT VALID',
+            'ALTER TABLE "orders_scratchchild" VALIDATE CONSTRAINT "orders_scratchchild_note_not_null"',
+        ]
+        assert not_null("orders_scratchchild", "note") == (True, True)
+        return
+    check = '"orders_scratchchild_note_nn_check"'
     assert ddl == [
         f'ALTER TABLE "orders_scratchchild" ADD CONSTRAINT {check} CHECK ("note" IS NOT NULL) NOT VALID',
         f'ALTER TABLE "orders_scratchchild" VALIDATE CONSTRAINT {check}',
@@ -381,6 +442,50 @@ def test_set_not_null_is_proven_by_the_validated_check_without_a_scan(child_tabl
         f'ALTER TABLE "orders_scratchchild" DROP CONSTRAINT IF EXISTS {check}',
     ]
     assert any("sufficient to prove that it does not contain nulls" in n for n in notices), notices
+
+
+def test_set_not_null_on_a_column_that_is_not_null_already_keeps_it():
+    """On PostgreSQL 18 a column's NOT NULL is a constraint named <table>_<column>_not_null: the
+    operation must never take it for a check of its own and drop it."""
+    op = SetNotNullPhased("customer", "name")
+    state, new_state = forwards(op)
+    assert not_null("orders_customer", "name")[0] is True
+    with pytest.raises(IntegrityError), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO orders_customer (name, email, email_normalized, region, created_at)"
+                " VALUES (NULL, 'x@example.com', 'x@example.com', 'north', now())"
+            )
+    backwards(op, state, new_state)  # NOT NULL before the operation: reversing keeps it
+    assert not_null("orders_customer", "name")[0] is True
+
+
+def test_set_not_null_drops_its_own_leftover_check_once_the_column_is_not_null(child_table):
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE orders_scratchchild ALTER COLUMN note SET NOT NULL")
+        cursor.execute(
+            "ALTER TABLE orders_scratchchild ADD CONSTRAINT orders_scratchchild_note_nn_check"
+            " CHECK (note IS NOT NULL) NOT VALID"
+        )  # left by a run that stopped between SET NOT NULL and the drop
+    forwards(SetNotNullPhased("scratchchild", "note"), child_table)
+    assert constraint("orders_scratchchild_note_nn_check") is None
+    assert not column_nullable("orders_scratchchild", "note")
+
+
+def test_set_not_null_never_takes_another_constraint_for_its_check(child_table):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE orders_scratchchild ADD CONSTRAINT orders_scratchchild_note_nn_check"
+            " CHECK (length(note) < 10) NOT VALID"
+        )
+    op = SetNotNullPhased("scratchchild", "note")
+    if connection.pg_version >= NATIVE_NOT_NULL:
+        forwards(op, child_table)  # the check is not needed there, and not touched
+        assert not column_nullable("orders_scratchchild", "note")
+    else:
+        with pytest.raises(MigrationBlocked, match="is not CHECK \\(note IS NOT NULL\\)"):
+            forwards(op, child_table)
+    assert constraint("orders_scratchchild_note_nn_check") == "not valid"
 
 
 def test_contract_migration_stops_before_any_lock_until_the_backfill_is_done(capsys):
@@ -394,8 +499,9 @@ def test_contract_migration_stops_before_any_lock_until_the_backfill_is_done(cap
         findings = {f.check: f for f in examine()}
         assert not findings["migrations"].ok
 
-        with pytest.raises(MigrationBlocked) as excinfo:
+        with pytest.raises(CommandError) as excinfo:
             call_command("migrate", "orders", verbosity=0)
+        assert isinstance(excinfo.value.__cause__, MigrationBlocked)
         assert (
             'backfill_column orders.Customer email_normalized --expression "lower(btrim(email))"'
             in str(excinfo.value)
@@ -492,6 +598,12 @@ NON_DEFAULT_OPERATIONS = [
     ),
     SetNotNullPhased("customer", "name", lock_timeout_ms=6789, attempts=6),
     RequireNoNulls("customer", "email_normalized", "python manage.py backfill_column x y"),
+    SafeRemoveField(
+        "customer", "user", stage="delete", column="user_id", lock_timeout_ms=11, attempts=8
+    ),
+    SafeDeleteModel(
+        "Payment", stage="delete", db_table="orders_payment", lock_timeout_ms=12, attempts=3
+    ),
 ]
 
 
@@ -558,3 +670,163 @@ def test_default_arguments_are_left_out_of_the_written_migration():
 def test_operations_refuse_a_timeout_or_attempts_below_one(bad):
     with pytest.raises(ValueError, match="must be >= 1"):
         SetNotNullPhased("customer", "name", **bad)
+
+
+# AddUniqueConstraintConcurrently keeps every option it takes -----------------------------------
+
+
+UNIQUE_OPTIONS = {
+    "deferred": dict(fields=["name"], deferrable=models.Deferrable.DEFERRED),
+    "immediate": dict(fields=["name"], deferrable=models.Deferrable.IMMEDIATE),
+    "nulls_not_distinct": dict(fields=["name"], nulls_distinct=False),
+    "nulls_distinct": dict(fields=["name"], nulls_distinct=True),
+    "include": dict(fields=["name"], include=["region"]),
+    "opclasses": dict(fields=["name"], opclasses=["varchar_pattern_ops"]),
+    "condition": dict(fields=["name"], condition=models.Q(region="north")),
+    "expressions": dict(expressions=[Lower("name"), "region"]),
+    "everything_an_index_takes": dict(
+        fields=["name", "email"],
+        include=["region"],
+        opclasses=["varchar_pattern_ops", "varchar_pattern_ops"],
+        condition=models.Q(region="north"),
+        nulls_distinct=False,
+    ),
+}
+
+
+def catalog_of(name):
+    """What PostgreSQL holds for a unique constraint or index called ``name``, the name itself
+    left out: the index definition, and the constraint with its deferral if there is one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT pg_get_indexdef(i.indexrelid), i.indisunique, i.indisvalid,
+                   c.contype, c.condeferrable, c.condeferred, pg_get_constraintdef(c.oid)
+              FROM pg_index i
+              JOIN pg_class ic ON ic.oid = i.indexrelid
+              LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+             WHERE ic.relname = %s
+            """,
+            [name],
+        )
+        row = cursor.fetchone()
+    assert row is not None, f"no index {name}"
+    return tuple(str(value).replace(name, "<name>") for value in row)
+
+
+@pytest.mark.parametrize("options", UNIQUE_OPTIONS.values(), ids=list(UNIQUE_OPTIONS))
+def test_unique_constraint_concurrently_leaves_the_catalog_django_would_for_every_option(options):
+    """The model state's constraint, as the database holds it after the operation, is what
+    Django's own AddConstraint makes of the same constraint."""
+    options = dict(options)
+    expressions = options.pop("expressions", ())
+    ours = models.UniqueConstraint(*expressions, name="test_ours", **options)
+    django = models.UniqueConstraint(*expressions, name="test_djangos", **options)
+    op = AddUniqueConstraintConcurrently("customer", ours)
+    state, new_state = forwards(op)
+    assert ours in new_state.models["orders", "customer"].options["constraints"]
+    forwards(migrations_AddConstraint("customer", django), new_state)
+    assert catalog_of("test_ours") == catalog_of("test_djangos")
+    backwards(op, state, new_state)
+    assert index_state(connection, "test_ours") is None
+
+
+def migrations_AddConstraint(model_name, constraint):  # noqa: N802 (Django's operation)
+    from django.db.migrations import AddConstraint
+
+    return AddConstraint(model_name, constraint)
+
+
+def test_unique_constraint_concurrently_refuses_anything_but_a_unique_constraint():
+    with pytest.raises(ValueError, match="takes a UniqueConstraint, not CheckConstraint"):
+        AddUniqueConstraintConcurrently(
+            "customer", models.CheckConstraint(condition=models.Q(pk__gt=0), name="test_c")
+        )
+
+
+def test_a_deferred_unique_constraint_is_checked_at_commit():
+    first, second = customer_create(name="A"), customer_create(name="B")
+    constraint_ = models.UniqueConstraint(
+        fields=["name"], name="test_unique_name", deferrable=models.Deferrable.DEFERRED
+    )
+    forwards(AddUniqueConstraintConcurrently("customer", constraint_))
+    with transaction.atomic():  # a swap passes through a duplicate within the transaction
+        Customer.objects.filter(pk=first.pk).update(name="B")
+        Customer.objects.filter(pk=second.pk).update(name="A")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Customer.objects.filter(pk=first.pk).update(name="A")
+
+
+# SafeRemoveField and SafeDeleteModel: the state first, the database a deploy later -------------
+
+
+def test_safe_remove_field_forgets_the_field_then_drops_the_column_and_reverses(child_table):
+    pending = SafeRemoveField("scratchchild", "note", stage="pending")
+    delete = SafeRemoveField("scratchchild", "note", stage="delete")
+    with statements_run() as sql:
+        before, forgotten = forwards(pending, child_table)
+    assert "note" not in forgotten.models["orders", "scratchchild"].fields
+    assert not [s for s in sql if s.startswith("ALTER")]  # the column stays for the old code
+    assert column_exists("orders_scratchchild", "note")
+    _, dropped = forwards(delete, forgotten)
+    assert not column_exists("orders_scratchchild", "note")
+    backwards(delete, forgotten, dropped)  # the data is gone: nothing to put back here
+    backwards(pending, before, forgotten)
+    assert column_exists("orders_scratchchild", "note")  # back, empty
+
+
+def column_exists(table, column):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s",
+            [table, column],
+        )
+        return cursor.fetchone() is not None
+
+
+def test_safe_remove_field_refuses_what_new_code_could_not_live_with(child_table):
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE orders_scratchchild ALTER COLUMN note SET NOT NULL")
+    with pytest.raises(MigrationBlocked, match="NOT NULL without a database default"):
+        forwards(SafeRemoveField("scratchchild", "note", stage="pending"), child_table)
+    customer = customer_create()
+    insert_child(customer.pk)
+    forwards(AddForeignKeyNotValid("scratchchild", "customer", "scratch_customer_fk"), child_table)
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE orders_scratchchild ALTER COLUMN customer_id DROP NOT NULL")
+    with pytest.raises(MigrationBlocked, match="foreign key constraint \\(scratch_customer_fk\\)"):
+        forwards(SafeRemoveField("scratchchild", "customer", stage="pending"), child_table)
+
+
+def test_the_delete_stage_refuses_to_run_before_the_pending_stage(child_table):
+    with pytest.raises(MigrationBlocked, match="delete stage runs before the pending stage"):
+        forwards(SafeRemoveField("scratchchild", "note", stage="delete"), child_table)
+    assert column_exists("orders_scratchchild", "note")
+    with pytest.raises(MigrationBlocked, match="delete stage runs before the pending stage"):
+        forwards(SafeDeleteModel("ScratchChild", stage="delete"), child_table)
+
+
+def test_safe_delete_model_forgets_the_model_then_drops_the_table_and_reverses(child_table):
+    pending = SafeDeleteModel("ScratchChild", stage="pending")
+    delete = SafeDeleteModel("ScratchChild", stage="delete")
+    before, forgotten = forwards(pending, child_table)
+    assert ("orders", "scratchchild") not in forgotten.models
+    assert table_exists("orders_scratchchild")
+    _, dropped = forwards(delete, forgotten)
+    assert not table_exists("orders_scratchchild")
+    backwards(delete, forgotten, dropped)
+    backwards(pending, before, forgotten)
+    assert table_exists("orders_scratchchild")
+
+
+def table_exists(table):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize("operation", [SafeRemoveField, SafeDeleteModel])
+def test_the_two_stage_operations_refuse_an_unknown_stage(operation):
+    args = ("scratchchild", "note") if operation is SafeRemoveField else ("ScratchChild",)
+    with pytest.raises(ValueError, match="stage must be 'pending' or 'delete'"):
+        operation(*args, stage="later")

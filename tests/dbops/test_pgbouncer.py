@@ -11,12 +11,15 @@ import psycopg
 import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection, connections
+from django.db.migrations.loader import MigrationLoader
 from django.db.models import Index
 from django.test import Client
 from zeal import zeal_context
 
 from accounts.services import transfer_create
+from dbops.migrate_lock import migrate_lock
 from dbops.operations import AddIndexConcurrently
 from dbops.pooling import DirectConnectionRequired, pgbouncer_profile
 from dbops.timeouts import lock_timeout
@@ -36,13 +39,18 @@ FRESH = (
 
 
 @pytest.fixture
-def pooled():
-    """The default connection through a PgBouncer (transaction mode, ONE server connection) in
-    front of the test server, with the DB_PGBOUNCER=true profile; the direct URL beside it."""
+def pooled(request):
+    """The default connection through a PgBouncer (transaction mode, ONE server connection, or as
+    many as the test's ``pool_size`` mark says) in front of the test server, with the
+    DB_PGBOUNCER=true profile; the direct URL beside it."""
     pgbouncer_required()
+    mark = request.node.get_closest_marker("pool_size")
+    pool_size = mark.args[0] if mark else 1
     saved = dict(connection.settings_dict)
     direct = database_url()
-    with pgbouncer.running(str(saved["HOST"]), int(saved["PORT"] or 5432), pool_size=1) as bouncer:
+    with pgbouncer.running(
+        str(saved["HOST"]), int(saved["PORT"] or 5432), pool_size=pool_size
+    ) as bouncer:
         connection.close()
         connection.settings_dict["OPTIONS"] = dict(saved["OPTIONS"])
         connection.settings_dict.update(HOST=bouncer.host, PORT=str(bouncer.port))
@@ -122,10 +130,12 @@ def test_work_that_needs_a_session_setting_refuses_the_pooler_naming_the_direct_
         with lock_timeout(1000):
             pass
     operation = AddIndexConcurrently("product", index=Index(fields=["name"], name="pooled_idx"))
-    with pytest.raises(DirectConnectionRequired, match="lock_timeout outside a transaction"):
-        operation._run(
-            type("Editor", (), {"connection": connection})(), lambda: None, "CREATE INDEX"
-        )
+    state = MigrationLoader(connection).project_state()
+    new_state = state.clone()
+    operation.state_forwards("orders", new_state)
+    with pytest.raises(DirectConnectionRequired, match="cannot run in a transaction"):
+        with connection.schema_editor(atomic=False) as editor:
+            operation.database_forwards("orders", editor, state, new_state)
     # Inside a transaction the setting is transaction-local: fine through the pooler.
     from django.db import transaction
 
@@ -167,3 +177,18 @@ def test_a_copy_import_leaves_no_temporary_table_or_setting_for_the_next_client(
         temporary = "SELECT count(*) FROM pg_class WHERE relpersistence = 't'"
         assert other.execute(temporary).fetchone()[0] == 0
         assert other.execute("SELECT count(*) FROM orders_product").fetchone()[0] == 30
+
+
+@pytest.mark.pool_size(3)  # migrate's lock holds one server connection for the whole run
+def test_one_migrate_at_a_time_through_the_pooler_and_no_lock_left(pooled):
+    """Through the pooler the lock is held in an open transaction (a session lock would stay on a
+    server connection other clients use); atomic migrations get transaction-local timeouts."""
+    _, direct = pooled
+    with migrate_lock("default"):
+        assert advisory_locks(direct) == 1
+        with pytest.raises(CommandError, match="Another migrate is running on this database"):
+            call_command("migrate", "migrationsapp", verbosity=0)
+    assert advisory_locks(direct) == 0
+    call_command("migrate", "migrationsapp", "0005", verbosity=0)
+    call_command("migrate", "migrationsapp", verbosity=0)
+    assert advisory_locks(direct) == 0
