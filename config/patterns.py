@@ -291,11 +291,22 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "double-submit",
         "accounts",
-        "A form that cannot be double-submitted",
-        "A hidden one-time key per rendered form: a double click sends the money once.",
-        ("accounts/forms.py TransferForm", "accounts/views.py transfer_create_view"),
-        (Live("the transfer form", url_name="accounts:transfer_create"),),
-        ("accounts:transfer_create",),
+        "A form that cannot be sent twice, Back and Send included",
+        "A one-time key per rendering of the form, in the page's address (?key=) and a hidden "
+        "field. A double click, a retry, or Back and Send again send the same key: the page says "
+        "what the form did already, and the service replays the first transfer or order.",
+        (
+            "core/forms.py form_key, form_key_redirect",
+            "accounts/views.py transfer_create_view",
+            "orders/views.py order_create",
+            "accounts/selectors.py transfer_by_key",
+            "orders/selectors.py order_by_key",
+        ),
+        (
+            Live("the transfer form", url_name="accounts:transfer_create"),
+            Live("the order form", url_name="orders:order_create"),
+        ),
+        ("accounts:transfer_create", "orders:order_create"),
     ),
     Pattern(
         "keyset-pagination",

@@ -60,6 +60,17 @@ def order_get(*, order_id: int, customer_id: int | None = None) -> Order | None:
     return orders.first()
 
 
+def order_by_key(*, customer_id: int, key: str) -> Order | None:
+    """The order that the one-time key ``key`` of a form placed for the customer, with its lines
+    (product and quantity); None if the key has not been used. Two queries: the order through the
+    unique index on (customer, idempotency_key), its lines."""
+    lines = OrderItem.objects.only("order_id", "product_id", "quantity").order_by("pk")
+    found = Order.objects.filter(customer_id=customer_id, idempotency_key=key).prefetch_related(
+        Prefetch("items", queryset=lines)
+    )
+    return next(iter(found.order_by()[:1]), None)
+
+
 def customer_of_user(*, user) -> Customer | None:
     """The customer profile of a login, or None. No query when the profile came joined to the
     user, as it does for the request's user (``config.auth.UserWithProfileBackend``)."""

@@ -95,6 +95,25 @@ class Browser:
         )
         return self.check(status=status, footer=footer)
 
+    def back(self, *, status: int = 200, footer: bool = True) -> Browser:
+        """The browser's Back button; wait for the page it shows and check it. A page served
+        from the back/forward cache (no request) keeps its window: then only the address changes."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self._drain()
+        leaving = self.driver.current_url
+        self.driver.execute_script("window.__leaving = true")
+        self.driver.back()
+        WebDriverWait(self.driver, 15, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: (
+                d.current_url != leaving
+                and d.execute_script("return document.readyState === 'complete'")
+            )
+        )
+        restored = self.driver.execute_script("return window.__leaving === true")
+        return self if restored else self.check(status=status, footer=footer)
+
     # -- the checks ----------------------------------------------------------------------
     def _drain(self) -> None:
         self.driver.get_log("browser")

@@ -87,12 +87,12 @@ PERSONAL_PAGES = [
     "/",
     "/accounts/",
     "/accounts/transfers/",
-    "/accounts/transfers/new/",
+    "/accounts/transfers/new/?key=k",
     "/accounts/{account}/edit/",
     "/orders/",
     "/orders/{order}/",
     "/orders/customers/{customer}/",
-    "/orders/new/",
+    "/orders/new/?key=k",
     "/accounts/999999/edit/",  # a 404 for a logged-in person is personal too
 ]
 

@@ -60,8 +60,9 @@ def big_order(items):
         ("/orders/", 4),  # session, user, orders + customers + item counts, items + products
         ("/orders/customers/{customer}/", 5),  # + the customer with paid count and spend
         ("/orders/reports/top-customers/", 4),  # session, user, top customers, daily sales
-        # session, user with its customer profile joined; the catalog comes from the cache
-        ("/orders/new/", 2),
+        # session, user with its customer profile joined, the order of the form's key (none yet);
+        # the catalog comes from the cache
+        ("/orders/new/?key=k", 3),
     ],
 )
 def test_pages_run_the_same_queries_at_10_and_200_orders(staff, path, expected):
@@ -76,12 +77,12 @@ def test_pages_run_the_same_queries_at_10_and_200_orders(staff, path, expected):
 
 def test_new_order_page_loads_the_catalog_once_when_the_cache_is_cold(staff):
     grow_to(10)
-    assert queries(staff, "/orders/new/") == 2
+    assert queries(staff, "/orders/new/?key=k") == 3
     cache.clear()
     with CaptureQueriesContext(connection) as captured:
-        response = staff.get("/orders/new/")
-    assert len(captured) == 3 == int(response["X-DB-Query-Count"])
-    assert 'data-db-query-count="3"' in response.content.decode()
+        response = staff.get("/orders/new/?key=k")
+    assert len(captured) == 4 == int(response["X-DB-Query-Count"])
+    assert 'data-db-query-count="4"' in response.content.decode()
 
 
 def test_order_page_runs_the_same_queries_at_10_and_200_items(staff):
@@ -128,6 +129,38 @@ def order_form(lines, key="order-key-1", methods=("card", "wallet")):
         data[f"lines-{i}-product"] = str(product)
         data[f"lines-{i}-quantity"] = str(quantity)
     return data
+
+
+def test_a_new_order_form_gets_an_address_of_its_own_with_a_fresh_key(shopper):
+    first, second = (shopper.get("/orders/new/") for _ in range(2))
+    assert first.status_code == second.status_code == 302
+    assert first["Location"].startswith("/orders/new/?key=")
+    assert first["Location"] != second["Location"]
+    form = shopper.get(first["Location"]).context["form"]
+    assert form.initial["idempotency_key"] == first["Location"].split("key=")[1]
+
+
+def test_back_to_a_placed_order_form_shows_the_order_and_placing_again_orders_nothing(shopper):
+    """Back after placing: the browser asks for the form's address again (it is never stored)."""
+    a, b = product_create(stock=5), product_create(stock=5)
+    address = "/orders/new/?key=order-key-1"
+    assert shopper.post(address, order_form([(a.pk, 2), (b.pk, 1)])).status_code == 302
+    order = Order.objects.get()
+
+    back = shopper.get(address)
+    assert back.status_code == 200 and back.context["placed"] == order
+    assert [f.initial for f in back.context["lines"].forms] == [
+        {"product": a.pk, "quantity": 2},
+        {"product": b.pk, "quantity": 1},
+    ]
+    assert b"This form was sent already:</strong> order" in back.content
+
+    # Placed again, even with a line changed meanwhile: the first order, nothing more.
+    again = shopper.post(address, order_form([(a.pk, 1)]), follow=True)
+    assert again.redirect_chain[-1][0] == f"/orders/{order.pk}/"
+    assert "Nothing was ordered again." in again.content.decode()
+    assert Order.objects.count() == 1
+    assert Product.objects.get(pk=a.pk).stock == 3
 
 
 def test_order_form_places_an_order_once_even_if_submitted_twice(shopper):
@@ -220,16 +253,17 @@ def test_a_declined_card_falls_back_to_the_wallet_and_says_so(shopper):
     order = Order.objects.get()
     assert list(order.payments.values_list("method", flat=True)) == ["wallet"]
     message = str(list(response.context["messages"])[0])
-    assert message == (
+    assert message.startswith(
         f"Order #{order.pk} placed: card declined (declined by the simulator), "
-        "1,500.00\u00a0EUR paid with wallet."
+        "1,500.00\u00a0EUR paid with wallet; one transaction of "
     )
+    assert message.endswith(" queries.")
 
 
 def test_declines_are_offered_only_with_the_simulated_gateway(shopper, settings):
-    assert b'name="decline"' in shopper.get("/orders/new/").content
+    assert b'name="decline"' in shopper.get("/orders/new/", follow=True).content
     settings.PAYMENT_GATEWAY = "tests.orders.test_views.RealGateway"
-    assert b'name="decline"' not in shopper.get("/orders/new/").content
+    assert b'name="decline"' not in shopper.get("/orders/new/", follow=True).content
 
 
 class RealGateway:
