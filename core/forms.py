@@ -9,8 +9,9 @@ from uuid import uuid4
 from django import forms
 from django.http import HttpResponseRedirect
 
+from core.exceptions import InvalidAmount
 from core.idempotency import IDEMPOTENCY_KEY_MAX
-from core.money import MONEY_DIGITS, MONEY_MAX, MONEY_PLACES
+from core.money import MONEY_DIGITS, MONEY_MAX, MONEY_PLACES, MONEY_TEXT_HELP, money_text_check
 
 # The key of a form's rendering lives in the page's address, ``?key=...``, and in a hidden field.
 #
@@ -52,13 +53,24 @@ class IdempotencyKeyField(forms.CharField):
 
 
 class AmountField(forms.DecimalField):
-    """A positive amount of money, within what the money columns hold."""
+    """An amount of money, within what the money columns hold (positive unless ``min_value`` says
+    otherwise), typed in digits with a decimal point: Django's ``DecimalField`` reads "1e3" as
+    1,000 and "١٢" as 12 (``core.money.MONEY_TEXT``)."""
+
+    default_error_messages = {"invalid": f"Enter an amount: {MONEY_TEXT_HELP}."}
 
     def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", Decimal("0.01"))
         super().__init__(
-            max_digits=MONEY_DIGITS,
-            decimal_places=MONEY_PLACES,
-            min_value=Decimal("0.01"),
-            max_value=MONEY_MAX,
-            **kwargs,
+            max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, max_value=MONEY_MAX, **kwargs
         )
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.strip():
+            try:
+                value = money_text_check(value)
+            except InvalidAmount:
+                raise forms.ValidationError(
+                    self.error_messages["invalid"], code="invalid"
+                ) from None
+        return super().to_python(value)

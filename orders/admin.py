@@ -1,8 +1,11 @@
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 
 from core.admin import InputCheckedAdminMixin, OptimisticLockAdminMixin
+from core.forms import AmountField
 from orders.exceptions import DomainError, DuplicateCustomer
 from orders.models import (
     Customer,
@@ -83,6 +86,8 @@ class ProductChangeList(ChangeList):
 
 
 class ProductAdminForm(forms.ModelForm):
+    # Digits and a decimal point: Django's own field read "1e3" as 1,000.
+    price = AmountField(min_value=Decimal("0.00"))
     # The version the editor loaded; the save applies only while it is still current.
     version = forms.IntegerField(
         widget=forms.HiddenInput, min_value=1, max_value=2_147_483_647, required=False

@@ -144,3 +144,16 @@ def test_a_paid_orders_total_and_status_cannot_be_changed_in_the_admin(admin_cli
     )
     order.refresh_from_db()
     assert (order.status, str(order.total)) == ("paid", "10.00")
+
+
+@pytest.mark.parametrize("price", ["1e3", "1E+2", "1_000", "١٢"])
+def test_a_product_price_in_exponent_or_other_digits_is_a_form_error(admin_client, price):
+    grow_to(1)
+    product = Product.objects.get()
+    response = admin_client.post(
+        f"/admin/orders/product/{product.pk}/change/",
+        {"name": product.name, "price": price, "stock": "3", "version": product.version},
+    )
+    assert response.status_code == 200
+    assert b"in digits with a decimal point" in response.content
+    assert Product.objects.get(pk=product.pk).price == product.price
