@@ -331,7 +331,9 @@ PATTERNS: tuple[Pattern, ...] = (
         "orders",
         "Stock without lost updates",
         "Stock taken with a version-checked F() update (WHERE version = v AND stock >= q), "
-        "retried on a lost race, OutOfStock when really short; products updated in id order.",
+        "retried on a lost race, OutOfStock when really short; products updated in id order. "
+        "The version check proves the price the order read still holds: a price changed "
+        "meanwhile is PriceChanged, so an order's total, lines and payment always agree.",
         ("orders/services.py _stock_take, order_place", "orders/sql.py STOCK_TAKE"),
         (Live("place an order", url_name="orders:order_create"),),
         ("orders:order_create",),

@@ -248,11 +248,14 @@ def backends_wait_for_locks(pids: list[int], *, deadline_s: float = 10) -> bool:
     return False
 
 
-def queued_behind_a_lock(lock_sql: str, params: list, calls: list) -> list:
+def queued_behind_a_lock(lock_sql: str, params: list, calls: list, *, commit: bool = False) -> list:
     """Run each of ``calls`` in a thread of its own while another connection holds the lock that
     ``lock_sql`` takes; let go only once every call is waiting for a lock, so all of them have
     done whatever they do before their first wait. Returns what each call returned or raised,
-    in order. Raises AssertionError when the calls never all waited (then nothing was tested)."""
+    in order. Raises AssertionError when the calls never all waited (then nothing was tested).
+
+    Let go by rolling back, or with ``commit`` by committing what ``lock_sql`` did: a change (an
+    UPDATE) that commits while the calls wait for its row, after they read it."""
     import threading
 
     holder = raw_connection(autocommit=False)
@@ -266,7 +269,10 @@ def queued_behind_a_lock(lock_sql: str, params: list, calls: list) -> list:
             connected.wait(10)
             queued.append(backends_wait_for_locks(pids))
         finally:
-            holder.rollback()
+            if commit and queued == [True]:
+                holder.commit()
+            else:
+                holder.rollback()
 
     def run(i):
         connection.ensure_connection()

@@ -116,6 +116,18 @@ def test_the_lock_is_per_address_so_the_owner_logs_in_from_elsewhere(client, ali
     assert login(client, "alice", PASSWORD, address="10.0.0.7").status_code == 302
 
 
+def test_the_owner_logging_in_elsewhere_does_not_clear_a_guessers_failures(client, alice, settings):
+    """The throttle is keyed on the pair (username, address), and so is the reset a success
+    makes. Keyed on the username alone, every login of the owner wiped the failures of whoever
+    was guessing the password from another address, who could go on for ever."""
+    limit = settings.AXES_FAILURE_LIMIT
+    for i in range(limit - 1):
+        assert login(client, "alice", f"guess-{i}", address="10.0.0.66").status_code == 200
+    assert login(client, "alice", PASSWORD, address="10.0.0.7").status_code == 302
+    client.logout()
+    assert login(client, "alice", "guess-last", address="10.0.0.66").status_code == 429
+
+
 def test_one_address_trying_many_usernames_is_locked_for_all(client, alice, settings):
     settings.LOGIN_ADDRESS_FAILURE_LIMIT = 8
     for i in range(8):  # one or two tries per name: no username reaches its own limit
