@@ -155,8 +155,15 @@ PATTERNS: tuple[Pattern, ...] = (
         "outage-503",
         "dbops",
         "A database outage is a plain 503 page",
-        "Connection errors anywhere in the stack become a 503 with Retry-After, never a traceback.",
-        ("dbops/middleware.py DatabaseUnavailableMiddleware", "config/views.py server_error"),
+        "Connection errors anywhere in the stack become a 503 with Retry-After, never a "
+        "traceback, for a logged-in person too (locally the debug toolbar, which reads the "
+        "session, steps aside). /health/live is answered before any middleware that could read "
+        "the database.",
+        (
+            "dbops/middleware.py DatabaseUnavailableMiddleware, LivenessMiddleware",
+            "config/views.py server_error",
+            "config/toolbar.py show_toolbar",
+        ),
         (Live("stop the database, then reload a page", command="make stopdb"),),
     ),
     Pattern(

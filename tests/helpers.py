@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -107,12 +109,12 @@ def uvicorn(**env_overrides: str) -> Iterator[str]:
 
 
 @contextmanager
-def runserver(settings: str = "config.settings.local") -> Iterator[str]:
+def runserver(settings: str = "config.settings.local", **env_overrides: str) -> Iterator[str]:
     """``manage.py runserver`` on a free port against the test database; yields the base URL."""
     port = free_port()
     command = ["django", "runserver", "--noreload", "--skip-checks", f"127.0.0.1:{port}"]
     overrides = {"DJANGO_SETTINGS_MODULE": settings, "EMBEDDED_PG_AUTOSTART": "false"}
-    with _server(command, port, overrides) as base:
+    with _server(command, port, overrides | env_overrides) as base:
         yield base
 
 
@@ -143,6 +145,80 @@ def _server(command: list[str], port: int, env_overrides: dict[str, str]) -> Ite
     finally:
         process.terminate()
         process.wait(10)
+
+
+class DatabaseProxy:
+    """A TCP port on 127.0.0.1 that forwards to the database the tests use, until ``cut()``:
+    then every forwarded connection is closed and new ones are refused, as when the server stops
+    (``make stopdb``), for a server process the test started (``url`` is its DATABASE_URL)."""
+
+    def __init__(self, settings_dict: dict):
+        host, port = str(settings_dict["HOST"] or "127.0.0.1"), int(settings_dict["PORT"] or 5432)
+        if host.startswith("/"):  # the embedded server's socket directory
+            self.family, self.address = socket.AF_UNIX, f"{host}/.s.PGSQL.{port}"
+        else:
+            self.family, self.address = socket.AF_INET, (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = database_url({**settings_dict, "HOST": "127.0.0.1", "PORT": self.port})
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.is_cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.socket(self.family, socket.SOCK_STREAM)
+            upstream.connect(self.address)
+            with self.lock:
+                self.sockets += [client, upstream]
+                if self.is_cut:  # cut while this one was connecting
+                    self._close(client, upstream)
+                    return
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        # shutdown() first: close() alone leaves a thread blocked in accept() listening.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            self.is_cut = True
+            self._close(*self.sockets)
+
+    @staticmethod
+    def _close(*ends: socket.socket) -> None:
+        for end in ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+
+@contextmanager
+def database_proxy() -> Iterator[DatabaseProxy]:
+    """A ``DatabaseProxy`` to the test database, cut when the block ends."""
+    proxy = DatabaseProxy(connection.settings_dict)
+    try:
+        yield proxy
+    finally:
+        proxy.cut()
 
 
 def wsgi_request(

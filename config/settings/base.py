@@ -97,6 +97,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so the counts include every query the request runs, middleware included.
     "dbops.middleware.QueryCountMiddleware",
+    # /health/live answered before anything that may read the database (the session, the user).
+    "dbops.middleware.LivenessMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads the session, the user or the form data: a NUL byte is a 400 here.
     "core.middleware.RejectNulBytesMiddleware",

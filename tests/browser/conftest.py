@@ -221,6 +221,23 @@ class Browser:
         return path
 
 
+def on_server(browser: Browser, base: str, user=None) -> Browser:
+    """The session's browser on another server (``runserver`` with local settings, say) against
+    the test database, logged in as ``user`` through a session made here: the test settings'
+    password hasher is not one the local settings accept, and the session table is shared."""
+    from django.conf import settings
+    from django.test import Client
+
+    other = Browser(browser.driver, base)
+    other.get("/health/live", footer=False)  # a page of that origin, to set its cookie on
+    if user is not None:
+        client = Client()
+        client.force_login(user)
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+        other.driver.add_cookie({"name": settings.SESSION_COOKIE_NAME, "value": cookie})
+    return other
+
+
 def chromium(*, width: int = DESKTOP[0], height: int = DESKTOP[1]):
     """A new headless Chromium with a fresh profile (its own cookies: a separate "context")."""
     absent = missing()
