@@ -115,6 +115,8 @@ MIDDLEWARE = [
     # After the authentication middleware: it asks whether a person is logged in.
     "core.middleware.PrivateCacheMiddleware",
     "dbops.middleware.DatabaseUnavailableMiddleware",
+    # A view's BadRequest is the site's 400 page (Django's DEBUG page breaks under the CSP).
+    "core.middleware.BadRequestPageMiddleware",
     # Last, as django-axes asks: turns a lockout into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
