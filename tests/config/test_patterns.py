@@ -117,3 +117,9 @@ def test_the_footer_names_the_page_patterns_and_their_code(client):
     content = client.get("/accounts/transfers/").content.decode()
     assert 'href="/patterns/#keyset-pagination">Keyset pagination</a>' in content
     assert "<code>accounts/selectors.py transfer_list</code>" in content
+
+
+def test_django_and_axes_admins_are_not_credited_with_the_projects_patterns():
+    for view_name in ("admin:auth_user_changelist", "admin:axes_accessattempt_changelist"):
+        assert patterns_for(view_name) == [], view_name
+    assert patterns_for("admin:accounts_transfer_changelist")
