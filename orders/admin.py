@@ -100,12 +100,16 @@ class ProductAdminForm(forms.ModelForm):
 @admin.register(Product)
 class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.ModelAdmin):
     form = ProductAdminForm
-    list_display = ["sku", "name", "price_display", "stock", "version", "updated_at"]
+    list_display = ["sku", "name", "price_display", "stock_display", "version", "updated_at"]
     search_fields = ["sku", "name"]
 
     @admin.display(description="price", ordering="price")
     def price_display(self, obj):
         return order_money(obj.price)
+
+    @admin.display(description="stock", ordering="stock")
+    def stock_display(self, obj):
+        return f"{obj.stock:,}"  # 1,285, as the site shows it
 
     def get_changelist(self, request, **kwargs):
         return ProductChangeList

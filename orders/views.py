@@ -25,7 +25,6 @@ from orders.money import order_money
 from orders.payments import RecordingGateway
 from orders.selectors import (
     ORDER_PAGE_SIZE,
-    PRODUCT_PAGE_SIZE,
     TOP_CUSTOMERS_LIMIT,
     aproduct_get,
     aproduct_page,
@@ -233,13 +232,13 @@ async def _request_user(request):
 @login_required
 async def product_list_view(request):
     after = cursor_parse(request.GET.get("after"))
+    before = cursor_parse(request.GET.get("before"))
     await _request_user(request)
-    products, total = await aproduct_page(after=after)
-    next_after = products[-1].pk if len(products) == PRODUCT_PAGE_SIZE else None
+    page, total = await aproduct_page(after=after, before=before)
     return render(
         request,
         "orders/product_list.html",
-        {"products": products, "total": total, "next_after": next_after},
+        {"products": page.items, "page": page, "total": total},
     )
 
 

@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -292,7 +293,7 @@ def test_orders_past_the_end_say_no_more(staff):
 def test_report_shows_region_labels_and_the_cap(staff):
     grow_to(30)
     content = staff.get("/orders/reports/top-customers/").content.decode()
-    assert "<td>North</td>" in content and "<td>north</td>" not in content
+    assert '<td class="hide-narrow">North</td>' in content and ">north<" not in content
     assert "The 100 customers who spent the most" in content
 
 
@@ -304,3 +305,45 @@ def test_daily_sales_follow_the_region_filter(staff):
     recent = [d.orders for d in north]
     assert sum(recent) == paid_north.filter(created_at__date__gte=north[0].day).count()
     assert sum(d.orders for d in everywhere) > sum(recent) > 0
+
+
+def test_money_stock_and_dates_read_alike_on_the_site_and_in_the_admin(staff):
+    """108.10 without a currency, 1285 beside 1,285, 2026-12-05 07:16 beside Dec. 5, 2026,
+    7:16 a.m.: one format for each, the time zone shown."""
+    from datetime import UTC, datetime
+
+    product = product_create(stock=1285, price="108.10")
+    order = big_order(1)
+    Order.objects.filter(pk=order.pk).update(created_at=datetime(2026, 12, 5, 7, 16, tzinfo=UTC))
+    User = get_user_model()
+    User.objects.filter(username="boss").update(is_superuser=True)
+    pages = {
+        "/orders/products/": ["108.10\u00a0EUR", "1,285"],
+        f"/orders/products/{product.pk}/": ["108.10\u00a0EUR", "1,285 in stock"],
+        "/admin/orders/product/": ["108.10\u00a0EUR", "1,285"],
+        "/orders/": ["2026-12-05 07:16 UTC"],
+        f"/orders/{order.pk}/": ["2026-12-05 07:16 UTC"],
+        "/admin/orders/order/": ["2026-12-05 07:16 UTC"],
+        f"/admin/orders/order/{order.pk}/change/": ["2026-12-05 07:16 UTC"],
+    }
+    for path, shown in pages.items():
+        content = staff.get(path).content.decode()
+        for text in shown:
+            assert text in content, (path, text)
+        assert "Dec. 5, 2026" not in content, path
+
+
+def test_products_page_with_the_pager_of_every_list(staff):
+    from orders.selectors import PRODUCT_PAGE_SIZE
+
+    products_seed(PRODUCT_PAGE_SIZE + 5)
+    first = staff.get("/orders/products/")
+    assert "_pager.html" in [t.name for t in first.templates]
+    page = first.context["page"]
+    assert len(page.items) == PRODUCT_PAGE_SIZE and page.newer is None
+    assert first.content.decode().count('rel="next"') == 2  # above and below the table
+    second = staff.get(f"/orders/products/?after={page.older}").context["page"]
+    assert len(second.items) == 5 and second.older is None
+    back = staff.get(f"/orders/products/?before={second.newer}").context["page"]
+    assert [p.pk for p in back.items] == [p.pk for p in page.items]
+    assert staff.get("/orders/products/?after=1&before=2").status_code == 400
