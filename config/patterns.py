@@ -41,10 +41,17 @@ class Pattern:
     live: tuple[Live, ...] = ()
     # URL names of the pages that show it (fnmatch wildcards allowed).
     pages: tuple[str, ...] = field(default=())
+    # Where a page's own code is, when it is not the whole of ``code``: (URL name, code) pairs,
+    # so a page's footer credits the code that page runs (the orders list, not transfer_list).
+    page_code: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
 
     @property
     def files(self) -> list[str]:
         return [where.split()[0] for where in self.code]
+
+    def code_on(self, view_name: str) -> tuple[str, ...]:
+        """The code to credit on the page ``view_name``."""
+        return dict(self.page_code).get(view_name, self.code)
 
 
 GROUPS = {
@@ -246,7 +253,7 @@ PATTERNS: tuple[Pattern, ...] = (
             "accounts/sql.py BALANCES_MOVE",
         ),
         (Live("make a transfer", url_name="accounts:transfer_create"),),
-        ("accounts:transfer_create",),
+        ("accounts:transfer_create", "accounts:overview"),
     ),
     Pattern(
         "idempotency-keys",
@@ -293,12 +300,14 @@ PATTERNS: tuple[Pattern, ...] = (
         "balance >= 0, amount > 0, source != target: the database refuses what code misses.",
         ("accounts/models.py",),
         (
+            Live("your balances, never below zero", url_name="accounts:overview"),
             Live(
                 "try it in psql",
                 command="python manage.py embedded_db psql  "
                 "# UPDATE accounts_account SET balance = -1 WHERE id = 1;",
             ),
         ),
+        ("accounts:overview",),
     ),
     Pattern(
         "double-submit",
@@ -327,15 +336,31 @@ PATTERNS: tuple[Pattern, ...] = (
         "?after=<id> and ?before=<id> instead of OFFSET: page 1,000 costs what page 1 costs; "
         "a malformed cursor is a 400.",
         (
-            "accounts/selectors.py transfer_list",
-            "core/pagination.py cursor_parse, keyset_page",
+            "core/pagination.py cursor_parse, keyset_slice, keyset_page",
             "core/ids.py id_parse",
+            "accounts/selectors.py transfer_list",
+            "orders/selectors.py order_list, aproduct_page",
         ),
         (
             Live("transfer history", url_name="accounts:transfer_list"),
             Live("orders", url_name="orders:order_list"),
+            Live("products", url_name="orders:product_list"),
         ),
-        ("accounts:transfer_list", "orders:order_list"),
+        ("accounts:transfer_list", "orders:order_list", "orders:product_list"),
+        (
+            (
+                "accounts:transfer_list",
+                ("accounts/selectors.py transfer_list", "core/pagination.py keyset_slice"),
+            ),
+            (
+                "orders:order_list",
+                ("orders/selectors.py order_list", "core/pagination.py keyset_slice"),
+            ),
+            (
+                "orders:product_list",
+                ("orders/selectors.py aproduct_page", "core/pagination.py keyset_page_of"),
+            ),
+        ),
     ),
     # orders -------------------------------------------------------------------------------
     Pattern(

@@ -123,3 +123,14 @@ def test_django_and_axes_admins_are_not_credited_with_the_projects_patterns():
     for view_name in ("admin:auth_user_changelist", "admin:axes_accessattempt_changelist"):
         assert patterns_for(view_name) == [], view_name
     assert patterns_for("admin:accounts_transfer_changelist")
+
+
+@pytest.mark.django_db
+def test_each_page_credits_the_code_it_runs(client):
+    client.force_login(user_create("boss", is_staff=True))
+    orders = client.get("/orders/").content.decode()
+    footer = orders[orders.index('class="site-footer"') :]
+    assert "orders/selectors.py order_list" in footer and "transfer_list" not in footer
+    accounts = client.get("/accounts/").content.decode()
+    footer = accounts[accounts.index('class="site-footer"') :]
+    assert "This page shows:" in footer and "Database constraints" in footer
