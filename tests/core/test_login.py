@@ -61,6 +61,24 @@ def test_wrong_password_keeps_the_username_and_says_so(client, alice):
     assert b'value="alice"' in response.content
 
 
+def test_a_failed_login_says_how_many_tries_are_left_before_the_lock(client, alice, settings):
+    limit = settings.AXES_FAILURE_LIMIT
+    for left in range(limit - 1, 0, -1):
+        page = login(client, "alice", f"guess-{left}").content.decode()
+        tries = "1 more failed attempt" if left == 1 else f"{left} more failed attempts"
+        assert f"{tries} and this login is locked from this address for 15 minutes." in page
+    assert login(client, "alice", "guess-last").status_code == 429
+
+
+def test_the_warning_counts_the_addresss_failures_over_every_username(client, alice, settings):
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 8
+    for i in range(6):
+        login(client, f"user{i}", "guess", address="10.0.0.99")
+    page = login(client, "alice", "guess", address="10.0.0.99").content.decode()
+    # 7 of the address's 8, scaled onto the per-login limit of 5: 4 used, 1 left.
+    assert "1 more failed attempt and this login is locked" in page
+
+
 def test_a_nul_in_the_username_is_refused_and_never_echoed(client):
     response = client.post("/login/", {"username": "zqx\x00qzx", "password": "x"})
     assert response.status_code == 400
