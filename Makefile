@@ -55,7 +55,7 @@ serve-asgi: install  ## production settings under uvicorn (needs DJANGO_SECRET_K
 		$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $${WEB_CONCURRENCY:-2} --lifespan off
 
-bench: install  ## run every benchmark (about 15 minutes); tables go to bench/results/
+bench: install  ## run every benchmark (about 25 minutes); tables go to bench/results/
 	$(PY) bench/connections.py
 	$(PY) bench/transfers.py
 	$(PY) bench/pages.py

@@ -134,3 +134,11 @@ def test_each_page_credits_the_code_it_runs(client):
     accounts = client.get("/accounts/").content.decode()
     footer = accounts[accounts.index('class="site-footer"') :]
     assert "This page shows:" in footer and "Database constraints" in footer
+
+
+def test_the_makefile_and_the_readme_give_make_bench_the_same_duration():
+    makefile = (ROOT / "Makefile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    in_makefile = re.search(r"^bench:.*\(about (\d+) minutes\)", makefile, re.M).group(1)
+    in_readme = re.search(r"`make bench` runs them all \(about (\d+) minutes\)", readme).group(1)
+    assert in_makefile == in_readme
