@@ -52,6 +52,17 @@ class IdempotencyKeyField(forms.CharField):
         super().__init__(max_length=IDEMPOTENCY_KEY_MAX, **kwargs)
 
 
+class MultilineTextField(forms.CharField):
+    """Text from a ``<textarea>``: browsers send its line breaks as CRLF, which made text stored
+    with LF "changed" by every save of the form (and rewrote its line endings)."""
+
+    widget = forms.Textarea
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return value.replace("\r\n", "\n") if isinstance(value, str) else value
+
+
 class AmountField(forms.DecimalField):
     """An amount of money, within what the money columns hold (positive unless ``min_value`` says
     otherwise), typed in digits with a decimal point: Django's ``DecimalField`` reads "1e3" as

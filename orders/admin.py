@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 
 from core.admin import HistoryAdmin, InputCheckedAdminMixin, OptimisticLockAdminMixin
-from core.forms import AmountField
+from core.forms import AmountField, MultilineTextField
 from orders.exceptions import DomainError, DuplicateCustomer
 from orders.models import (
     Customer,
@@ -87,6 +87,7 @@ class ProductChangeList(ChangeList):
 class ProductAdminForm(forms.ModelForm):
     # Digits and a decimal point: Django's own field read "1e3" as 1,000.
     price = AmountField(min_value=Decimal("0.00"))
+    description = MultilineTextField(required=False)
     # The version the editor loaded; the save applies only while it is still current.
     version = forms.IntegerField(
         widget=forms.HiddenInput, min_value=1, max_value=2_147_483_647, required=False

@@ -198,3 +198,21 @@ def test_an_order_is_shown_with_its_total_in_euros(admin_client):
     Order.objects.filter(pk=order.pk).update(total="1234.50")
     page = admin_client.get(f"/admin/orders/order/{order.pk}/change/").content.decode()
     assert "1,234.50\u00a0EUR" in page
+
+
+def test_saving_a_product_leaves_its_description_alone_when_it_was_not_edited(admin_client):
+    """A browser sends a textarea's line breaks as CRLF: the description counted as changed (and
+    was rewritten with CRLF) by every save of the product."""
+    grow_to(1)
+    product = Product.objects.get()
+    product_update(product_id=product.pk, expected_version=product.version, description="a\n\nb")
+    product.refresh_from_db()
+    data = {"name": "Renamed", "description": "a\r\n\r\nb", "price": "1.00", "stock": "3"}
+    response = admin_client.post(
+        f"/admin/orders/product/{product.pk}/change/", data | {"version": product.version}
+    )
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert (product.name, product.description) == ("Renamed", "a\n\nb")
+    change = LogEntry.objects.filter(object_id=str(product.pk)).latest("pk").get_change_message()
+    assert "Description" not in change
