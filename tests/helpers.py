@@ -307,18 +307,31 @@ def run_command(*args, **options) -> None:
         call_command(*args, **options)
 
 
-def backends_wait_for_locks(pids: list[int], *, deadline_s: float = 10) -> bool:
+def backends_wait_for_locks(
+    pids: list[int] | None, *, count: int | None = None, deadline_s: float = 10
+) -> bool:
     """True once every backend in ``pids`` is waiting for a lock (asked of PostgreSQL itself),
-    False if that has not happened within ``deadline_s``."""
+    False if that has not happened within ``deadline_s``. With ``pids`` None (through PgBouncer a
+    client cannot know its server backend before its transaction starts): once ``count`` backends
+    of this test database wait for a lock."""
     deadline = time.monotonic() + deadline_s
+    if pids is None:
+        sql, params, expected = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            [],
+            count,
+        )
+    else:
+        sql, params, expected = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE pid = ANY(%s) AND wait_event_type = 'Lock'",
+            [pids],
+            len(pids),
+        )
     with raw_connection() as observer:
         while time.monotonic() < deadline:
-            waiting = observer.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE pid = ANY(%s) AND wait_event_type = 'Lock'",
-                [pids],
-            ).fetchone()[0]
-            if waiting == len(pids):
+            if observer.execute(sql, params).fetchone()[0] == expected:
                 return True
             time.sleep(0.005)
     return False
@@ -343,7 +356,8 @@ def queued_behind_a_lock(lock_sql: str, params: list, calls: list, *, commit: bo
     def release() -> None:
         try:
             connected.wait(10)
-            queued.append(backends_wait_for_locks(pids))
+            pooled = connection.settings_dict.get("PGBOUNCER")
+            queued.append(backends_wait_for_locks(None if pooled else pids, count=len(calls)))
         finally:
             if commit and queued == [True]:
                 holder.commit()
