@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-pgbouncer test-pg16 test-django61 toolkit-wheel toolkit-smoke serve serve-asgi bench lint format clean screenshots
+.PHONY: install run test test-pgbouncer test-pg16 test-django61 toolkit-wheel toolkit-smoke serve serve-asgi bench lint format clean screenshots demo-reset
 
 $(VENV)/.installed: pyproject.toml
 	@echo "Installing Django, psycopg, PostgreSQL binaries and the test tools into $(VENV)/ (first time: about a minute)..."
@@ -24,6 +24,9 @@ run: install  ## migrate, load demo data, serve on http://$(HOST):$(PORT) (make 
 	$(PY) manage.py seed_demo
 	@echo "Serving on http://$(HOST):$(PORT)/  (Ctrl-C to stop; 'make stopdb' stops the embedded PostgreSQL)"
 	$(PY) manage.py runserver $(HOST):$(PORT)
+
+demo-reset: install  ## fresh demo data: empty the accounts' and orders' tables, then seed again (asks first)
+	$(PY) manage.py seed_demo --reset
 
 test: install  ## the whole suite against real PostgreSQL (embedded unless DATABASE_URL is set), browser group included
 	$(PY) -m pytest $(PYTEST_ARGS)

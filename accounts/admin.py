@@ -4,7 +4,7 @@ from django.contrib import admin
 from accounts.exceptions import DomainError
 from accounts.models import Account, LedgerEntry, Transfer
 from accounts.services import account_update
-from core.admin import InputCheckedAdminMixin, OptimisticLockAdminMixin
+from core.admin import HistoryAdmin, InputCheckedAdminMixin, OptimisticLockAdminMixin
 from core.money import money_format
 
 
@@ -27,11 +27,14 @@ class AccountAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.Model
     search_fields = ["name", "owner__username"]
     list_filter = ["currency"]
     autocomplete_fields = ["owner"]
-    readonly_fields = ["balance", "created_at"]
+    readonly_fields = ["balance"]
 
     def get_readonly_fields(self, request, obj=None):
         # Balance moves only through services (with a ledger entry); owner and currency are fixed.
-        return [*self.readonly_fields, "owner", "currency"] if obj else self.readonly_fields
+        # created_at is the database's (db_default): a new account has none to show yet.
+        if obj is None:
+            return self.readonly_fields
+        return [*self.readonly_fields, "owner", "currency", "created_at"]
 
     optimistic_fields = frozenset({"name"})
     conflict_errors = (DomainError,)
@@ -51,21 +54,8 @@ class AccountAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.Model
         super().save_model(request, obj, form, change)
 
 
-class ReadOnlyAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
-    """Money history is append-only: visible in the admin, never edited there."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Transfer)
-class TransferAdmin(ReadOnlyAdmin):
+class TransferAdmin(HistoryAdmin):
     list_display = [
         "id",
         "created_at",
@@ -85,7 +75,7 @@ class TransferAdmin(ReadOnlyAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
+class LedgerEntryAdmin(HistoryAdmin):
     list_display = [
         "id",
         "created_at",

@@ -12,6 +12,22 @@ from core.demo import BATCH, DEMO_PASSWORD, DEMO_USERNAME, demo_user_get, people
 
 __all__ = ["DEMO_PASSWORD", "DEMO_USERNAME", "accounts_seed"]
 
+DEMO_LOGIN_TRANSFERS = 50
+
+
+def _transfer_pairs(rng: random.Random, new: list, demo, per_account: int) -> list:
+    """(source, target) ids of the transfers to write between the new EUR accounts: random ones,
+    then the demo login's own, so its history runs to a few pages (TRANSFER_PAGE_SIZE is 25) and
+    its keyset pager has somewhere to go."""
+    eur = [a.pk for a in new if a.currency == "EUR"]
+    pairs = [rng.sample(eur, 2) for _ in range(per_account * len(eur) if len(eur) > 1 else 0)]
+    mine = [a.pk for a in new if a.owner_id == demo.pk and a.currency == "EUR"]
+    others = [pk for pk in eur if pk not in mine]
+    for n in range(DEMO_LOGIN_TRANSFERS if mine and others else 0):
+        own, other = mine[n % len(mine)], rng.choice(others)
+        pairs.append((own, other) if n % 2 else (other, own))
+    return pairs
+
 
 @transaction.atomic
 def accounts_seed(*, accounts: int, transfers_per_account: int = 4, seed: int = 42) -> int:
@@ -44,10 +60,8 @@ def accounts_seed(*, accounts: int, transfers_per_account: int = 4, seed: int = 
         )
         for pk, amount in balances.items()
     ]
-    eur = [a.pk for a in new if a.currency == "EUR"]
     planned = []
-    for _ in range(transfers_per_account * len(eur) if len(eur) > 1 else 0):
-        source, target = rng.sample(eur, 2)
+    for source, target in _transfer_pairs(rng, new, demo, transfers_per_account):
         amount = min(balances[source], Decimal(rng.randint(100, 20000)) / 100)
         if amount <= 0:
             continue

@@ -37,3 +37,14 @@ def transfer_list(
         "source", "target"
     )
     return keyset_slice(transfers, after=after, before=before, limit=limit)
+
+
+def transfer_by_key(*, owner, key: str) -> Transfer | None:
+    """The transfer that the one-time key ``key`` made from one of the owner's accounts, with both
+    accounts joined; None if the key has not been used. One query: the owner's few accounts, each
+    looked up in the unique index on (source, idempotency_key)."""
+    mine = Account.objects.filter(owner=owner).values("pk")
+    found = Transfer.objects.filter(source__in=mine, idempotency_key=key).select_related(
+        "source", "target"
+    )
+    return next(iter(found.order_by()[:1]), None)

@@ -1,17 +1,23 @@
-from uuid import uuid4
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from accounts.exceptions import DomainError, StaleVersion
+from accounts.exceptions import DomainError, IdempotencyConflict, StaleVersion
 from accounts.forms import AccountEditForm, TransferForm
-from accounts.selectors import TRANSFER_PAGE_SIZE, account_get, account_list, transfer_list
+from accounts.selectors import (
+    TRANSFER_PAGE_SIZE,
+    account_get,
+    account_list,
+    transfer_by_key,
+    transfer_list,
+)
 from accounts.services import account_update, transfer_create
+from core.forms import form_key, form_key_redirect
 from core.money import money_format
 from core.pagination import cursor_parse, keyset_page
+from dbops.instrumentation import track_queries
 
 
 def transfers_as_seen_by(transfers, user):
@@ -38,14 +44,54 @@ def overview(request):
     )
 
 
+def _sent_summary(transfer) -> str:
+    """ "Transfer #157: 12.34 EUR sent from Main to Savings" """
+    amount = money_format(transfer.amount, transfer.source.currency)
+    source, target = transfer.source.name, transfer.target.name
+    return f"Transfer #{transfer.pk}: {amount} sent from {source} to {target}"
+
+
+IDEMPOTENCY_CONFLICT_MESSAGE = (
+    "This form was already used for another transfer, so nothing was sent. "
+    "Start a new transfer to send this one."
+)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def transfer_create_view(request):
+    """One rendering of the form, one key (in the address and the form), one transfer at most:
+    Back and Send, a double click or a retry all replay that key (``core.forms.form_key``)."""
     if request.method == "POST":
-        form = TransferForm(request.POST, owner=request.user)
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
+        return _transfer_submit(request)
+    key = form_key(request)
+    if key is None:
+        return form_key_redirect(request)
+    sent = transfer_by_key(owner=request.user, key=key)
+    initial = {"idempotency_key": key}
+    if sent is not None:
+        # Back after sending: the form as it was sent, saying so; Send replays the key.
+        initial |= {"source": sent.source_id, "target": sent.target_id, "amount": sent.amount}
+        initial |= {"memo": sent.memo}
+    form = TransferForm(owner=request.user, initial=initial)
+    return render(request, "accounts/transfer_form.html", {"form": form, "sent": sent})
+
+
+def _transfer_submit(request):
+    sent = transfer_by_key(owner=request.user, key=request.POST.get("idempotency_key", ""))
+    if sent is not None:
+        # This rendering of the form was sent already (Back and Send, a second tab): show what it
+        # did, and do nothing more, even if a value was changed since.
+        messages.info(
+            request, f"{_sent_summary(sent)} by this form before. Nothing was sent again."
+        )
+        return redirect("accounts:transfer_list")
+    form = TransferForm(request.POST, owner=request.user)
+    conflict = False
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            with track_queries() as stats:
                 transfer = transfer_create(
                     source_id=data["source"].pk,
                     target_id=data["target"].pk,
@@ -54,18 +100,22 @@ def transfer_create_view(request):
                     memo=data["memo"],
                     actor=request.user,
                 )
-            except DomainError as exc:
-                form.add_error(None, str(exc))
-            else:
-                messages.success(
-                    request,
-                    f"Transfer #{transfer.pk}: {money_format(transfer.amount, data['source'].currency)}"
-                    f" sent from {data['source'].name} to {data['target'].name}.",
-                )
-                return redirect("accounts:transfer_list")
-        return render(request, "accounts/transfer_form.html", {"form": form}, status=400)
-    form = TransferForm(owner=request.user, initial={"idempotency_key": uuid4().hex})
-    return render(request, "accounts/transfer_form.html", {"form": form})
+        except IdempotencyConflict:
+            # The same key sent at once with other values (two tabs): the other one won. The key
+            # means nothing to a person, so it is not shown.
+            conflict = True
+            form.add_error(None, IDEMPOTENCY_CONFLICT_MESSAGE)
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            transfer.source, transfer.target = data["source"], data["target"]
+            messages.success(
+                request,
+                f"{_sent_summary(transfer)}, in one transaction of {stats.count} queries.",
+            )
+            return redirect("accounts:transfer_list")
+    context = {"form": form, "conflict": conflict}
+    return render(request, "accounts/transfer_form.html", context, status=400)
 
 
 @login_required

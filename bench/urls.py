@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import include, path
 
-from core.pagination import cursor_parse
+from core.pagination import cursor_parse, keyset_page_of
 from orders.models import Product
 from orders.selectors import PRODUCT_PAGE_SIZE, product_list
 
@@ -36,9 +36,10 @@ async def upstream_async(request):
 def product_list_sync(request):
     """``orders.views.product_list_view`` written as a sync view, for WSGI: same selector,
     same template, same queries."""
-    products = list(product_list(after=cursor_parse(request.GET.get("after"))))
-    next_after = products[-1].pk if len(products) == PRODUCT_PAGE_SIZE else None
-    context = {"products": products, "total": Product.objects.count(), "next_after": next_after}
+    after = cursor_parse(request.GET.get("after"))
+    rows = list(product_list(after=after, limit=PRODUCT_PAGE_SIZE + 1))
+    page = keyset_page_of(rows, after=after, before=None, size=PRODUCT_PAGE_SIZE)
+    context = {"products": page.items, "page": page, "total": Product.objects.count()}
     return render(request, "orders/product_list.html", context)
 
 

@@ -33,7 +33,10 @@ def page(request):
         return bool(user and user.is_authenticated and user.is_staff)
 
     return {
-        "page_patterns": patterns_for(view_name),
+        "page_patterns": [
+            {"slug": p.slug, "name": p.name, "code": p.code_on(view_name)}
+            for p in patterns_for(view_name)
+        ],
         "nav_current": "patterns" if view_name.startswith("patterns:") else NAV.get(view_name, ""),
         "nav_customer": customer,
         "nav_staff": staff,

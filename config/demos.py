@@ -9,21 +9,21 @@ from decimal import Decimal
 from django.apps import apps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_http_methods
 
 from accounts.exceptions import AccountsError
 from accounts.forms import AccountEditForm
-from accounts.models import Account
-from accounts.selectors import account_get, account_list
+from accounts.models import Account, Transfer
+from accounts.selectors import account_get, account_list, transfer_list
 from accounts.services import account_update, transfer_batch
 from core.ids import id_parse
 from core.money import money_format
 from dbops.instrumentation import track_queries
 from orders.models import Order
-from orders.selectors import order_list
-from orders.views import customer_or_staff_required
+from orders.selectors import _orders_with_details, customer_of_user, order_list
 
 DEMO_ORDERS = 20
 RENAMED_ELSEWHERE = " (renamed elsewhere)"
@@ -37,7 +37,14 @@ def orders_naive(*, customer_id: int | None = None, limit: int = DEMO_ORDERS) ->
     return list(orders[:limit])
 
 
-# The one N+1 written on purpose: the naive list exists to show it. Allowed here, in this block
+def transfers_naive(*, owner, limit: int = DEMO_ORDERS) -> list[Transfer]:
+    """A person's transfers as first written: correct, and two queries more per transfer (its
+    source and target accounts, each loaded when the row shows its name)."""
+    mine = Q(source__owner=owner) | Q(target__owner=owner)
+    return list(Transfer.objects.filter(mine).order_by("-pk")[:limit])
+
+
+# The N+1s written on purpose: the naive lists exist to show them. Allowed here, in this block
 # only and by field, so the same relations stay checked everywhere else (ZEAL_ALLOWLIST in
 # config/settings/nplusone.py stays empty). zeal is installed by the local and test settings only.
 NAIVE_LIST_N_PLUS_ONE = [
@@ -45,38 +52,55 @@ NAIVE_LIST_N_PLUS_ONE = [
     {"model": "orders.Order", "field": "items"},
     {"model": "orders.OrderItem", "field": "product"},
 ]
+NAIVE_TRANSFERS_N_PLUS_ONE = [
+    {"model": "accounts.Transfer", "field": "source"},
+    {"model": "accounts.Transfer", "field": "target"},
+]
 
 
 def _n_plus_one_allowed(fetch) -> AbstractContextManager:
-    if fetch is not orders_naive or not apps.is_installed("zeal"):
+    allowed = {orders_naive: NAIVE_LIST_N_PLUS_ONE, transfers_naive: NAIVE_TRANSFERS_N_PLUS_ONE}
+    if fetch not in allowed or not apps.is_installed("zeal"):
         return nullcontext()
     from zeal import zeal_ignore
 
-    return zeal_ignore(NAIVE_LIST_N_PLUS_ONE)
+    return zeal_ignore(allowed[fetch])
 
 
-def _measured(fetch, **kwargs) -> dict:
-    """Fetch the orders and render the table, counting every query both run."""
+def _measured(fetch, template: str, code: tuple, **kwargs) -> dict:
+    """Fetch the rows and render the table, counting every query both run; ``code`` is what the
+    page shows of how the rows were fetched: the functions that build the query."""
     with track_queries() as stats, _n_plus_one_allowed(fetch):
-        html = render_to_string("patterns/_orders_compact.html", {"orders": fetch(**kwargs)})
+        html = render_to_string(template, {"rows": fetch(**kwargs)})
     return {
         "html": html,
         "queries": stats.count,
         "ms": stats.total_ms,
-        "code": inspect.getsource(fetch),
+        "code": "\n\n".join(inspect.getsource(function) for function in code),
     }
 
 
-@customer_or_staff_required
-def n_plus_one(request, *, scope):
-    """The same 20 orders rendered by the same template, from the selector and the naive way."""
-    selector = _measured(order_list, customer_id=scope, limit=DEMO_ORDERS)
-    naive = _measured(orders_naive, customer_id=scope, limit=DEMO_ORDERS)
-    return render(
-        request,
-        "patterns/n_plus_one.html",
-        {"selector": selector, "naive": naive, "limit": DEMO_ORDERS, "scope": scope},
-    )
+@login_required
+def n_plus_one(request):
+    """The same 20 rows rendered by the same template, from the selector and the naive way: the
+    orders (staff: everyone's; a customer: theirs), or for a login without a customer profile,
+    its own transfers (orders are customers' personal data)."""
+    user = request.user
+    customer = None if user.is_staff else customer_of_user(user=user)
+    if user.is_staff or customer is not None:
+        scope = customer.pk if customer else None
+        kind, template = "orders", "patterns/_orders_compact.html"
+        code = (_orders_with_details, order_list)
+        selector = _measured(order_list, template, code, customer_id=scope, limit=DEMO_ORDERS)
+        naive = _measured(orders_naive, template, (orders_naive,), customer_id=scope)
+    else:
+        scope, kind, template = user.pk, "transfers", "patterns/_transfers_compact.html"
+        selector = _measured(
+            transfer_list, template, (transfer_list,), owner=user, limit=DEMO_ORDERS
+        )
+        naive = _measured(transfers_naive, template, (transfers_naive,), owner=user)
+    context = {"selector": selector, "naive": naive, "limit": DEMO_ORDERS, "scope": scope}
+    return render(request, "patterns/n_plus_one.html", context | {"kind": kind})
 
 
 def _other_name(name: str) -> str:

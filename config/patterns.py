@@ -41,10 +41,17 @@ class Pattern:
     live: tuple[Live, ...] = ()
     # URL names of the pages that show it (fnmatch wildcards allowed).
     pages: tuple[str, ...] = field(default=())
+    # Where a page's own code is, when it is not the whole of ``code``: (URL name, code) pairs,
+    # so a page's footer credits the code that page runs (the orders list, not transfer_list).
+    page_code: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
 
     @property
     def files(self) -> list[str]:
         return [where.split()[0] for where in self.code]
+
+    def code_on(self, view_name: str) -> tuple[str, ...]:
+        """The code to credit on the page ``view_name``."""
+        return dict(self.page_code).get(view_name, self.code)
 
 
 GROUPS = {
@@ -54,7 +61,12 @@ GROUPS = {
     "schema": "Schema changes without downtime",
 }
 
-ADMIN_CHANGELISTS = "admin:*_changelist"
+# The project's own changelists: Django's auth and django-axes' admins are theirs, not examples.
+ADMIN_CHANGELISTS = (
+    "admin:accounts_*_changelist",
+    "admin:orders_*_changelist",
+    "admin:dbops_*_changelist",
+)
 MAKE_RUN = Live("every page, with make run (local settings)", command="make run")
 WORKED_EXAMPLE = Live(
     "README, worked example: expand, backfill, contract",
@@ -155,8 +167,15 @@ PATTERNS: tuple[Pattern, ...] = (
         "outage-503",
         "dbops",
         "A database outage is a plain 503 page",
-        "Connection errors anywhere in the stack become a 503 with Retry-After, never a traceback.",
-        ("dbops/middleware.py DatabaseUnavailableMiddleware", "config/views.py server_error"),
+        "Connection errors anywhere in the stack become a 503 with Retry-After, never a "
+        "traceback, for a logged-in person too (locally the debug toolbar, which reads the "
+        "session, steps aside). /health/live is answered before any middleware that could read "
+        "the database.",
+        (
+            "dbops/middleware.py DatabaseUnavailableMiddleware, LivenessMiddleware",
+            "config/views.py server_error",
+            "config/toolbar.py show_toolbar",
+        ),
         (Live("stop the database, then reload a page", command="make stopdb"),),
     ),
     Pattern(
@@ -250,7 +269,7 @@ PATTERNS: tuple[Pattern, ...] = (
             "accounts/sql.py BALANCES_MOVE",
         ),
         (Live("make a transfer", url_name="accounts:transfer_create"),),
-        ("accounts:transfer_create",),
+        ("accounts:transfer_create", "accounts:overview"),
     ),
     Pattern(
         "idempotency-keys",
@@ -297,21 +316,34 @@ PATTERNS: tuple[Pattern, ...] = (
         "balance >= 0, amount > 0, source != target: the database refuses what code misses.",
         ("accounts/models.py",),
         (
+            Live("your balances, never below zero", url_name="accounts:overview"),
             Live(
                 "try it in psql",
                 command="python manage.py embedded_db psql  "
                 "# UPDATE accounts_account SET balance = -1 WHERE id = 1;",
             ),
         ),
+        ("accounts:overview",),
     ),
     Pattern(
         "double-submit",
         "accounts",
-        "A form that cannot be double-submitted",
-        "A hidden one-time key per rendered form: a double click sends the money once.",
-        ("accounts/forms.py TransferForm", "accounts/views.py transfer_create_view"),
-        (Live("the transfer form", url_name="accounts:transfer_create"),),
-        ("accounts:transfer_create",),
+        "A form that cannot be sent twice, Back and Send included",
+        "A one-time key per rendering of the form, in the page's address (?key=) and a hidden "
+        "field. A double click, a retry, or Back and Send again send the same key: the page says "
+        "what the form did already, and the service replays the first transfer or order.",
+        (
+            "core/forms.py form_key, form_key_redirect",
+            "accounts/views.py transfer_create_view",
+            "orders/views.py order_create",
+            "accounts/selectors.py transfer_by_key",
+            "orders/selectors.py order_by_key",
+        ),
+        (
+            Live("the transfer form", url_name="accounts:transfer_create"),
+            Live("the order form", url_name="orders:order_create"),
+        ),
+        ("accounts:transfer_create", "orders:order_create"),
     ),
     Pattern(
         "keyset-pagination",
@@ -320,15 +352,31 @@ PATTERNS: tuple[Pattern, ...] = (
         "?after=<id> and ?before=<id> instead of OFFSET: page 1,000 costs what page 1 costs; "
         "a malformed cursor is a 400.",
         (
-            "accounts/selectors.py transfer_list",
-            "core/pagination.py cursor_parse, keyset_page",
+            "core/pagination.py cursor_parse, keyset_slice, keyset_page",
             "core/ids.py id_parse",
+            "accounts/selectors.py transfer_list",
+            "orders/selectors.py order_list, aproduct_page",
         ),
         (
             Live("transfer history", url_name="accounts:transfer_list"),
             Live("orders", url_name="orders:order_list"),
+            Live("products", url_name="orders:product_list"),
         ),
-        ("accounts:transfer_list", "orders:order_list"),
+        ("accounts:transfer_list", "orders:order_list", "orders:product_list"),
+        (
+            (
+                "accounts:transfer_list",
+                ("accounts/selectors.py transfer_list", "core/pagination.py keyset_slice"),
+            ),
+            (
+                "orders:order_list",
+                ("orders/selectors.py order_list", "core/pagination.py keyset_slice"),
+            ),
+            (
+                "orders:product_list",
+                ("orders/selectors.py aproduct_page", "core/pagination.py keyset_page_of"),
+            ),
+        ),
     ),
     # orders -------------------------------------------------------------------------------
     Pattern(
@@ -336,7 +384,9 @@ PATTERNS: tuple[Pattern, ...] = (
         "orders",
         "Stock without lost updates",
         "Stock taken with a version-checked F() update (WHERE version = v AND stock >= q), "
-        "retried on a lost race, OutOfStock when really short; products updated in id order.",
+        "retried on a lost race, OutOfStock when really short; products updated in id order. "
+        "The version check proves the price the order read still holds: a price changed "
+        "meanwhile is PriceChanged, so an order's total, lines and payment always agree.",
         ("orders/services.py _stock_take, order_place", "orders/sql.py STOCK_TAKE"),
         (Live("place an order", url_name="orders:order_create"),),
         ("orders:order_create",),
@@ -414,12 +464,13 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         "admin-without-n-plus-one",
         "orders",
-        "An admin with no per-row query",
+        "An admin with no per-row query, and no write around the services",
         "list_select_related, autocomplete_fields, read-only inlines joined to their products; "
-        "product edits through optimistic locking.",
-        ("orders/admin.py",),
+        "product edits through optimistic locking. Orders, their lines and payments (like "
+        "transfers and ledger entries) are history: shown, never added, edited or deleted there.",
+        ("orders/admin.py", "core/admin.py HistoryAdmin"),
         (Live("orders in the admin", url_name="admin:orders_order_changelist", staff=True),),
-        (ADMIN_CHANGELISTS, "admin:orders_order_change", "admin:orders_product_change"),
+        (*ADMIN_CHANGELISTS, "admin:orders_order_change", "admin:orders_product_change"),
     ),
     Pattern(
         "strict-loading",

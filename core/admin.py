@@ -12,6 +12,8 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 
 class KeyCheckedAutocompleteSelect(AutocompleteSelect):
@@ -67,7 +69,9 @@ class InputCheckedAdminMixin:
 class OptimisticLockAdminMixin:
     """Changes go through ``optimistic_update`` with the version the editor loaded (a hidden
     ``version`` form field). When someone else saved first, nothing is written and the editor is
-    sent back to the form, which shows the current values, with an error message."""
+    sent back to the form, which shows the current values, with a message that shows both
+    versions, field by field: what the row holds now, and what the editor sent (so nothing typed
+    is lost), as the site's 409 page does."""
 
     optimistic_fields: frozenset[str] = frozenset()
     conflict_errors: tuple[type[Exception], ...] = ()
@@ -84,25 +88,75 @@ class OptimisticLockAdminMixin:
             for name in form.changed_data
             if name in self.optimistic_fields
         }
+        expected = form.cleaned_data.get("version") or 0
         try:
-            updated = self.optimistic_update(
-                obj, expected_version=form.cleaned_data.get("version") or 0, changes=changes
-            )
+            updated = self.optimistic_update(obj, expected_version=expected, changes=changes)
         except self.conflict_errors as exc:
-            request._optimistic_conflict = exc
+            request._optimistic_conflict = (exc, changes, expected)
         else:
             obj.version = updated.version
 
     def response_change(self, request, obj):
         conflict = getattr(request, "_optimistic_conflict", None)
         if conflict is not None:
-            self.message_user(request, f"Not saved: {conflict}", level=messages.ERROR)
+            self.message_user(request, conflict_message(*conflict), level=messages.ERROR)
             return HttpResponseRedirect(request.path)
         return super().response_change(request, obj)
 
     def log_change(self, request, obj, message):
         if getattr(request, "_optimistic_conflict", None) is None:
             super().log_change(request, obj, message)
+
+
+def _shown(value, *, limit: int | None = None) -> str:
+    if value in (None, ""):
+        return "(empty)"
+    return Truncator(str(value)).chars(limit) if limit else str(value)
+
+
+def conflict_message(exc: Exception, changes: dict[str, Any], expected: int):
+    """ "Not saved: ..." and a table of each field the editor changed: now, and as sent."""
+    current = getattr(exc, "current", None)
+    if current is None or not changes:
+        return f"Not saved: {exc}"
+    opts = current._meta
+    rows = format_html_join(
+        "",
+        "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
+        (
+            # What it holds now is in the form too; what was sent is shown whole, to copy.
+            (
+                opts.get_field(name).verbose_name,
+                _shown(getattr(current, name), limit=80),
+                _shown(value),
+            )
+            for name, value in changes.items()
+        ),
+    )
+    return format_html(
+        'Not saved: {} <table class="conflict"><thead><tr><th></th><th>Now (version {})</th>'
+        "<th>You sent (from version {})</th></tr></thead><tbody>{}</tbody></table>"
+        "The form below shows what it holds now: apply your change again if it still applies.",
+        exc,
+        current.version,
+        expected,
+        rows,
+    )
+
+
+class HistoryAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
+    """Rows written only by a service, in one transaction with the rest of what it did (a
+    transfer and its ledger entries, an order with its lines, stock and payment): shown in the
+    admin, never added, edited or deleted there, where none of that would happen."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class _ThrottleRecordsReadOnly(InputCheckedAdminMixin):

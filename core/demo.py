@@ -44,6 +44,25 @@ def demo_seeders() -> list[DemoSeeder]:
 DEMO_USER_DEFAULTS = {"email": "demo@example.com", "is_staff": True, "is_superuser": True}
 
 
+def demo_reset() -> list[str]:
+    """Empty the tables of every app that has demo data, ids starting over, and delete the
+    person0001.. logins: what ``seed_demo --reset`` does before seeding afresh. One transaction:
+    all of it or nothing. Returns the tables emptied."""
+    from django.db import connection, transaction
+
+    tables = [
+        model._meta.db_table
+        for config in apps.get_app_configs()
+        if hasattr(config, "demo_seeders")
+        for model in config.get_models()
+    ]
+    quoted = ", ".join(connection.ops.quote_name(table) for table in tables)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {quoted} RESTART IDENTITY")
+        get_user_model().objects.filter(username__regex=r"^person[0-9]{4}$").delete()
+    return tables
+
+
 def demo_user_ensure():
     """The demo staff login, created once; its password is reset to the documented one."""
     user, _ = get_user_model().objects.get_or_create(

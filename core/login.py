@@ -22,6 +22,7 @@ from axes.attempts import get_cool_off_threshold
 from axes.handlers.database import AxesDatabaseHandler
 from axes.helpers import get_client_username
 from axes.models import AccessAttempt
+from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
@@ -31,12 +32,32 @@ from django.db.models.functions import Coalesce
 
 
 class LoginForm(AuthenticationForm):
-    """Django's login form, with the username's length limit enforced."""
+    """Django's login form, with the username's length limit enforced, and a warning before the
+    throttle locks the login: how many tries are left from this address."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         username = self.fields["username"]
         username.validators.append(MaxLengthValidator(username.max_length))
+
+    def get_invalid_login_error(self):
+        error = super().get_invalid_login_error()
+        left = login_attempts_left(self.request, self.cleaned_data.get("username"))
+        if left is None:
+            return error
+        minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+        tries = "1 more failed attempt" if left == 1 else f"{left} more failed attempts"
+        warning = f" {tries} and this login is locked from this address for {minutes} minutes."
+        return forms.ValidationError(error.message + warning, code=error.code, params=error.params)
+
+
+def login_attempts_left(request, username: str | None) -> int | None:
+    """Failed logins left before the throttle locks ``username`` from this request's address (or
+    the address itself); None when the throttle has not looked at this request."""
+    if request is None or getattr(request, "axes_ip_address", None) is None:
+        return None
+    failures = LoginThrottleHandler().get_failures(request, {"username": username})
+    return max(settings.AXES_FAILURE_LIMIT - failures, 0)
 
 
 class AdminLoginForm(LoginForm, AdminAuthenticationForm):

@@ -6,6 +6,10 @@
   ``DataError`` (a 500) wherever it is used: an admin filter, the admin search, the session key,
   the login throttle's record of the user agent. Refused rather than stripped: no legitimate client
   sends NUL in text, and silently changing what was sent ("a\\0b" searched as "ab") hides probing.
+- ``BadRequestPageMiddleware``: a request the app refuses (a malformed cursor, an unknown region, a
+  NUL byte) is the site's own 400 page, saying why, in every mode. Under DEBUG Django answers
+  ``BadRequest`` with its technical page, whose inline styles the Content-Security-Policy blocks
+  (an unstyled page and a console full of violations).
 - ``PrivateCacheMiddleware``: a response to a logged-in person is personal (balances, orders, the
   admin), so it is ``Cache-Control: private, no-store``: no shared cache keeps it and no browser
   stores it on disk. Keyed on the person rather than on a list of views, so a new page cannot
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 from django.core.exceptions import BadRequest
 from django.db import DatabaseError
+from django.template.response import TemplateResponse
 from django.utils.cache import patch_cache_control
+from django.utils.deprecation import MiddlewareMixin
 
 NUL = "\x00"
 
@@ -42,6 +48,12 @@ def nul_source(request) -> str | None:
     return None
 
 
+def bad_request_response(request, reason: str) -> TemplateResponse:
+    """The site's 400 page, with the reason (written by this app, never a traceback)."""
+    response = TemplateResponse(request, "400.html", {"reason": reason}, status=400)
+    return response.render()
+
+
 class RejectNulBytesMiddleware:
     """400 for a NUL byte in the path, query string, form fields, headers or cookies."""
 
@@ -51,8 +63,20 @@ class RejectNulBytesMiddleware:
     def __call__(self, request):
         where = nul_source(request)
         if where is not None:
-            raise BadRequest(f"NUL byte in the request's {where}.")
+            # Answered here rather than raised: above the session and the user, nothing of the
+            # request is read; and Django's DEBUG page for BadRequest breaks under the CSP.
+            return bad_request_response(request, f"NUL byte in the request's {where}.")
         return self.get_response(request)
+
+
+class BadRequestPageMiddleware(MiddlewareMixin):
+    """A view's ``BadRequest`` as the site's 400 page, with its reason, also under DEBUG.
+    ``MiddlewareMixin``: sync and async, like the async views that raise it."""
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, BadRequest):
+            return bad_request_response(request, str(exception))
+        return None
 
 
 class PrivateCacheMiddleware:

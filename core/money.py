@@ -3,6 +3,7 @@ and one way to show it to people (thousands separators, two places, the currency
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -22,12 +23,29 @@ def money_field(**kwargs: Any) -> models.DecimalField:
     return models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
 
 
+# An amount as people write it: ASCII digits, a decimal point, a minus sign. ``Decimal()`` reads
+# much more: "1e3" (1,000), "1_000", "Infinity", digits of other scripts ("١٢") and surrounding
+# spaces inside the string; a typed "1e3" must not send a thousand.
+MONEY_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+MONEY_TEXT_HELP = "write it in digits with a decimal point, like 1234.50"
+
+
+def money_text_check(text: str) -> str:
+    """``text`` without surrounding spaces, if it is an amount as people write it (``MONEY_TEXT``);
+    ``InvalidAmount`` otherwise."""
+    stripped = text.strip()
+    if not MONEY_TEXT.fullmatch(stripped):
+        raise InvalidAmount(text, MONEY_TEXT_HELP)
+    return stripped
+
+
 def money_parse(value: Any) -> Decimal:
-    """A positive amount with at most two decimal places, or ``InvalidAmount``. Floats are refused."""
+    """A positive amount with at most two decimal places, or ``InvalidAmount``. Floats are refused;
+    text must be digits with a decimal point (``MONEY_TEXT``: no exponent, no other script)."""
     if isinstance(value, float | bool):
         raise InvalidAmount(value, "pass a Decimal or a string, never a float")
     try:
-        amount = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
+        amount = value if isinstance(value, Decimal) else Decimal(money_text_check(str(value)))
     except (InvalidOperation, ValueError):
         raise InvalidAmount(value, "not a number") from None
     if not amount.is_finite():

@@ -35,13 +35,23 @@ class KeysetPage:
     cursor: bool  # asked for with a cursor: an empty page then means "no more", not "none yet"
 
 
+def keyset_cursors_check(after: int | None, before: int | None) -> None:
+    if after is not None and before is not None:
+        raise BadRequest("Use either ?after= or ?before=, not both.")
+
+
 def keyset_page(fetch, *, after: int | None, before: int | None, size: int) -> KeysetPage:
     """A page from ``fetch(after=, before=, limit=)`` (a selector built on ``keyset_slice``) with
     the cursors of its neighbours. Asking for ``size + 1`` rows tells whether more lie beyond the
     page, in the same query: no COUNT, no second query."""
-    if after is not None and before is not None:
-        raise BadRequest("Use either ?after= or ?before=, not both.")
+    keyset_cursors_check(after, before)
     rows = fetch(after=after, before=before, limit=size + 1)
+    return keyset_page_of(rows, after=after, before=before, size=size)
+
+
+def keyset_page_of(rows: list, *, after: int | None, before: int | None, size: int) -> KeysetPage:
+    """The page of up to ``size + 1`` rows fetched newest first around the cursors (an async view
+    fetches them itself, then calls this)."""
     if before is not None:
         more = len(rows) > size  # the extra row is the newest, first in the list
         items = rows[1:] if more else rows

@@ -1,8 +1,12 @@
+import functools
 import logging
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.db import InterfaceError, OperationalError, connections
+from django.http import HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
 
@@ -71,6 +75,38 @@ class SyncAndAsyncMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+
+class LivenessMiddleware(SyncAndAsyncMiddleware):
+    """``/health/live`` answered here, before any other middleware (second in ``MIDDLEWARE``, after
+    the query counter): liveness never depends on the database, for anyone. Further down, the
+    session, the user, the debug toolbar (which shows the session) and the login throttle may read
+    it; a logged-in person's probe (a session cookie) went through them, and during an outage got
+    a 500 from a process that was alive. Probes from an orchestrator would restart it."""
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        return self._live() if self._is_live(request) else self.get_response(request)
+
+    async def __acall__(self, request):
+        return self._live() if self._is_live(request) else await self.get_response(request)
+
+    @staticmethod
+    def _is_live(request) -> bool:
+        # The URL pattern accepts it with or without the trailing slash (dbops/urls.py).
+        return request.method == "GET" and request.path_info.rstrip("/") == _live_path()
+
+    @staticmethod
+    def _live() -> HttpResponse:
+        response = HttpResponse("ok\n", content_type="text/plain")
+        add_never_cache_headers(response)
+        return response
+
+
+@functools.cache
+def _live_path() -> str:
+    return reverse("health:live").rstrip("/")
 
 
 class QueryCountMiddleware(SyncAndAsyncMiddleware):

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
@@ -6,14 +8,14 @@ from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from core.admin import InputCheckedAdminMixin, OptimisticLockAdminMixin
+from core.admin import HistoryAdmin, InputCheckedAdminMixin, OptimisticLockAdminMixin
+from core.forms import AmountField, MultilineTextField
 from orders.exceptions import DomainError, DuplicateCustomer, ImportFileError, ImportStopped
 from orders.imports import UPLOAD_MAX_BYTES, products_import
 from orders.models import (
     Customer,
     Order,
     OrderItem,
-    OrderStatus,
     Payment,
     Product,
     email_normalize,
@@ -88,6 +90,9 @@ class ProductChangeList(ChangeList):
 
 
 class ProductAdminForm(forms.ModelForm):
+    # Digits and a decimal point: Django's own field read "1e3" as 1,000.
+    price = AmountField(min_value=Decimal("0.00"))
+    description = MultilineTextField(required=False)
     # The version the editor loaded; the save applies only while it is still current.
     version = forms.IntegerField(
         widget=forms.HiddenInput, min_value=1, max_value=2_147_483_647, required=False
@@ -128,12 +133,16 @@ IMPORT_REJECTS_SHOWN = 200
 @admin.register(Product)
 class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.ModelAdmin):
     form = ProductAdminForm
-    list_display = ["sku", "name", "price_display", "stock", "version", "updated_at"]
+    list_display = ["sku", "name", "price_display", "stock_display", "version", "updated_at"]
     search_fields = ["sku", "name"]
 
     @admin.display(description="price", ordering="price")
     def price_display(self, obj):
         return order_money(obj.price)
+
+    @admin.display(description="stock", ordering="stock")
+    def stock_display(self, obj):
+        return f"{obj.stock:,}"  # 1,285, as the site shows it
 
     def get_changelist(self, request, **kwargs):
         return ProductChangeList
@@ -222,22 +231,32 @@ class PaymentInline(ReadOnlyInline):
         return order_money(obj.amount)
 
 
+# Orders, their lines and their payments change only through the services: order_place takes the
+# stock, writes the lines and captures the payment in one transaction. The admin shows them and
+# changes nothing: an "add order" here made a paid order with no lines and no payment, an edited
+# line or payment no longer matched what was charged, and a delete cascaded the captured payment
+# and returned no stock. Undoing an order is a cancellation (refund the payment, return the stock,
+# keep the history), which needs the gateway's refund: a service of its own, not a delete.
+
+
 @admin.register(Order)
-class OrderAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
+class OrderAdmin(HistoryAdmin):
     list_display = ["id", "created_at", "customer_name", "status", "total_display"]
     list_select_related = ["customer"]
     list_filter = ["status"]
     search_fields = ["customer__email", "customer__name"]
-    autocomplete_fields = ["customer"]
-    readonly_fields = ["created_at"]
+    fields = readonly_fields = [
+        "customer",
+        "status",
+        "total_display",
+        "idempotency_key",
+        "created_at",
+    ]
     inlines = [OrderItemInline, PaymentInline]
     show_full_result_count = False
 
-    def get_readonly_fields(self, request, obj=None):
-        # A paid order is history: its money and status were settled with the payment.
-        if obj is not None and obj.status == OrderStatus.PAID:
-            return [*self.readonly_fields, "customer", "status", "total", "idempotency_key"]
-        return self.readonly_fields
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("customer")
 
     @admin.display(description="customer", ordering="customer__name")
     def customer_name(self, obj):
@@ -249,10 +268,10 @@ class OrderAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(OrderItem)
-class OrderItemAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
+class OrderItemAdmin(HistoryAdmin):
     list_display = ["id", "order", "product", "quantity", "unit_price_display"]
     list_select_related = ["order", "product"]
-    autocomplete_fields = ["order", "product"]
+    fields = readonly_fields = ["order", "product", "quantity", "unit_price_display"]
     show_full_result_count = False
 
     @admin.display(description="unit price", ordering="unit_price")
@@ -260,16 +279,28 @@ class OrderItemAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
         return order_money(obj.unit_price)
 
     def get_queryset(self, request):
-        # Each row joins its product; its description is never shown here.
-        return super().get_queryset(request).defer("product__description")
+        # Each row joins its order and product; the product's description is never shown here.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("order", "product")
+            .defer("product__description")
+        )
 
 
 @admin.register(Payment)
-class PaymentAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
+class PaymentAdmin(HistoryAdmin):
     list_display = ["id", "order", "method", "amount_display", "status", "created_at"]
     list_select_related = ["order"]
     list_filter = ["method", "status"]
-    autocomplete_fields = ["order"]
+    fields = readonly_fields = [
+        "order",
+        "method",
+        "amount_display",
+        "status",
+        "reference",
+        "created_at",
+    ]
     show_full_result_count = False
 
     @admin.display(description="amount", ordering="amount")

@@ -52,7 +52,14 @@ DETAILS = [
     "The colour is mixed in small batches; order everything you need for one room at once.",
     "Wipe with a damp cloth; avoid solvents, which strip the finish and dull the surface.",
 ]
-SPECS = ["Width", "Depth", "Height", "Weight", "Warranty"]
+# Each specification with its unit and a plausible range.
+SPECS = [
+    ("Width", "cm", 10, 200),
+    ("Depth", "cm", 10, 120),
+    ("Height", "cm", 10, 220),
+    ("Weight", "kg", 1, 60),
+    ("Warranty", "years", 1, 10),
+]
 SPAN_MINUTES = 90 * 24 * 60
 
 
@@ -69,7 +76,9 @@ def _description(rng: random.Random) -> str:
         f"{rng.choice(OPENINGS)}. " + " ".join(rng.sample(DETAILS, rng.randint(4, 7)))
         for _ in range(rng.randint(4, 8))
     ]
-    specs = " · ".join(f"{name}: {rng.randint(10, 200)}" for name in SPECS)
+    specs = " · ".join(
+        f"{name}: {rng.randint(low, high)} {unit}" for name, unit, low, high in SPECS
+    )
     return "\n\n".join([*paragraphs, specs])
 
 

@@ -8,9 +8,11 @@ The errors every app shares (``InvalidChange``, ``IdempotencyConflict``, ``Stale
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from core.exceptions import DomainError, IdempotencyConflict, InvalidChange, StaleVersion
+from orders.money import order_money
 
 __all__ = [
     "CustomerNotFound",
@@ -24,6 +26,7 @@ __all__ = [
     "OrdersError",
     "OutOfStock",
     "PaymentFailed",
+    "PriceChanged",
     "PriceRaiseStopped",
     "ProductNotFound",
     "StaleVersion",
@@ -71,6 +74,22 @@ class OutOfStock(OrdersError):
         self.requested = requested
         self.available = product.stock
         super().__init__(f"Only {product.stock} of {product.sku} in stock, {requested} requested.")
+
+
+class PriceChanged(OrdersError):
+    """A product's price changed while the order was being placed: the order would have been
+    priced at one and its lines at the other. Nothing was ordered; the caller may order again at
+    the new price."""
+
+    def __init__(self, product, quoted: Decimal):
+        self.product = product
+        self.quoted = quoted
+        self.price = product.price
+        super().__init__(
+            f"The price of {product.name} ({product.sku}) changed from {order_money(quoted)} to "
+            f"{order_money(product.price)} while the order was placed. Nothing was ordered: "
+            "check the new price and order again."
+        )
 
 
 class StockContention(OrdersError):

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.db import connections
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
-from core.pagination import keyset_slice
+from core.pagination import KeysetPage, keyset_cursors_check, keyset_page_of, keyset_slice
 from orders.exceptions import UnknownRegion
 from orders.models import Customer, Order, OrderItem, OrderStatus, Product, Region
 
@@ -60,6 +60,17 @@ def order_get(*, order_id: int, customer_id: int | None = None) -> Order | None:
     return orders.first()
 
 
+def order_by_key(*, customer_id: int, key: str) -> Order | None:
+    """The order that the one-time key ``key`` of a form placed for the customer, with its lines
+    (product and quantity); None if the key has not been used. Two queries: the order through the
+    unique index on (customer, idempotency_key), its lines."""
+    lines = OrderItem.objects.only("order_id", "product_id", "quantity").order_by("pk")
+    found = Order.objects.filter(customer_id=customer_id, idempotency_key=key).prefetch_related(
+        Prefetch("items", queryset=lines)
+    )
+    return next(iter(found.order_by()[:1]), None)
+
+
 def customer_of_user(*, user) -> Customer | None:
     """The customer profile of a login, or None. No query when the profile came joined to the
     user, as it does for the request's user (``config.auth.UserWithProfileBackend``)."""
@@ -82,24 +93,32 @@ def customer_get(*, customer_id: int) -> Customer | None:
 
 
 def product_list(*, after: int | None = None, limit: int = PRODUCT_PAGE_SIZE) -> QuerySet[Product]:
-    """Products by id after the keyset cursor ``after``, without their descriptions: a list never
-    shows them. Lazy, one query when evaluated (``list()`` it, or ``async for`` in an async view)."""
-    products = Product.objects.defer("description").order_by("pk")
+    """Products newest first (by id), ``limit`` older than the keyset cursor ``after``, without
+    their descriptions: a list never shows them. Lazy, one query when evaluated (``list()`` it,
+    or ``async for`` in an async view)."""
+    products = Product.objects.defer("description").order_by("-pk")
     if after is not None:
-        products = products.filter(pk__gt=after)
+        products = products.filter(pk__lt=after)
     return products[:limit]
 
 
 async def aproduct_page(
-    *, after: int | None = None, limit: int = PRODUCT_PAGE_SIZE
-) -> tuple[list[Product], int]:
-    """A page of the catalog for an async view, and how many products there are in all.
+    *, after: int | None = None, before: int | None = None, size: int = PRODUCT_PAGE_SIZE
+) -> tuple[KeysetPage, int]:
+    """A keyset page of the catalog for an async view (the pager of every list: Newer, Older),
+    and how many products there are in all.
 
     The async ORM still runs each of the two queries in a worker thread (``sync_to_async``); what
     it frees is the event loop, which serves other requests while they run.
     """
-    products = [product async for product in product_list(after=after, limit=limit)]
-    return products, await Product.objects.acount()
+    keyset_cursors_check(after, before)
+    if before is not None:
+        newer = Product.objects.defer("description").filter(pk__gt=before).order_by("pk")
+        rows = [product async for product in newer[: size + 1]][::-1]
+    else:
+        rows = [product async for product in product_list(after=after, limit=size + 1)]
+    page = keyset_page_of(rows, after=after, before=before, size=size)
+    return page, await Product.objects.acount()
 
 
 async def aproduct_get(*, product_id: int) -> Product | None:

@@ -2,7 +2,7 @@
 
 Failure behaviour:
 - ``order_place`` is all or nothing: on any domain error (unknown product, bad line, out of stock,
-  every payment declined) the transaction rolls back, so no order, no item, no payment remains and
+  a price changed while ordering, every payment declined) the transaction rolls back, so no order, no item, no payment remains and
   stock is unchanged. Deadlocks, serialization failures and lock timeouts re-run it
   (``dbops.retry``); a replay with the same idempotency key returns the first order.
 - ``product_restock`` and ``product_update`` change nothing when the version is stale
@@ -36,6 +36,7 @@ from orders.exceptions import (
     InvalidOrderLine,
     OutOfStock,
     PaymentFailed,
+    PriceChanged,
     ProductNotFound,
     StockContention,
 )
@@ -140,10 +141,20 @@ def _stock_take(product: Product, quantity: int) -> Product:
     """Take ``quantity`` of ``product`` with a version-checked conditional UPDATE.
 
     ``UPDATE ... SET stock = stock - q, version = version + 1 WHERE id = %s AND version = %s AND
-    stock >= q``: one row means this buyer won; zero rows means the product changed since it was
-    read (re-read and try again, a bounded number of times) or stock is really short (OutOfStock).
+    stock >= q``: one row means this buyer won, and the product is still the one the order read
+    (its price included); zero rows means the product changed since it was read (re-read and try
+    again, a bounded number of times) or stock is really short (OutOfStock).
+
+    The version check is what keeps an order's price honest: the order is priced from the product
+    it read, and only an unchanged version proves that read still holds when the stock is taken.
+    A re-read that finds another price raises ``PriceChanged`` (the whole order rolls back), so the
+    total, the lines and the payment are always priced alike. Another buyer's order or a restock
+    changes the version but not the price: re-read and go on.
     """
+    quoted = product.price
     for _ in range(STOCK_RACE_ATTEMPTS):
+        if product.price != quoted:
+            raise PriceChanged(product, quoted)
         if product.stock < quantity:
             raise OutOfStock(product, quantity)
         if STOCK_TAKE.execute(product.pk, product.version, quantity):

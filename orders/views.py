@@ -9,20 +9,28 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.forms import form_key, form_key_redirect
 from core.pagination import cursor_parse, keyset_page
-from orders.exceptions import DomainError, ProductNotFound, StaleVersion, UnknownRegion
+from dbops.instrumentation import track_queries
+from orders.exceptions import (
+    DomainError,
+    IdempotencyConflict,
+    ProductNotFound,
+    StaleVersion,
+    UnknownRegion,
+)
 from orders.forms import OrderForm, OrderLineFormSet, RestockForm, order_lines_edit
 from orders.models import Region
 from orders.money import order_money
 from orders.payments import RecordingGateway
 from orders.selectors import (
     ORDER_PAGE_SIZE,
-    PRODUCT_PAGE_SIZE,
     TOP_CUSTOMERS_LIMIT,
     aproduct_get,
     aproduct_page,
     customer_get,
     customer_of_user,
+    order_by_key,
     order_get,
     order_list,
     report_daily_sales,
@@ -90,9 +98,17 @@ def customer_detail(request, customer_id: int, *, scope):
     return render(request, "orders/customer_detail.html", {"customer": customer, "orders": orders})
 
 
+ORDER_IDEMPOTENCY_CONFLICT_MESSAGE = (
+    "This form was already used for another order, so nothing was ordered. "
+    "Start a new order to place this one."
+)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def order_create(request):
+    """One rendering of the form, one key (in the address and the form), one order at most:
+    Back and Place order, a double click or a retry all replay that key (``core.forms.form_key``)."""
     customer = customer_of_user(user=request.user)
     if customer is None:
         return render(request, "orders/no_profile.html")
@@ -108,11 +124,42 @@ def order_create(request):
                 }
             )
             return render(request, "orders/order_form.html", {"form": form, "lines": edited})
-        form = OrderForm(request.POST)
-        lines = OrderLineFormSet(request.POST, prefix="lines")
-        if form.is_valid() and lines.is_valid():
-            gateway = RecordingGateway(decline=form.cleaned_data.get("decline", ()))
-            try:
+        return _order_submit(request, customer)
+    key = form_key(request)
+    if key is None:
+        return form_key_redirect(request)
+    placed = order_by_key(customer_id=customer.pk, key=key)
+    # Back after placing it: the form as it was sent, saying so; Place order replays the key.
+    rows = (
+        [{"product": i.product_id, "quantity": i.quantity} for i in placed.items.all()]
+        if placed
+        else None
+    )
+    form = OrderForm(initial={"idempotency_key": key})
+    lines = OrderLineFormSet(prefix="lines", initial=rows)
+    return render(
+        request, "orders/order_form.html", {"form": form, "lines": lines, "placed": placed}
+    )
+
+
+def _order_submit(request, customer):
+    placed = order_by_key(customer_id=customer.pk, key=request.POST.get("idempotency_key", ""))
+    if placed is not None:
+        # This rendering of the form was sent already (Back and Place order, a second tab): show
+        # the order it placed, and order nothing more, even if a line was changed since.
+        messages.info(
+            request,
+            f"Order #{placed.pk} ({order_money(placed.total)}) was placed from this form before. "
+            "Nothing was ordered again.",
+        )
+        return redirect("orders:order_detail", order_id=placed.pk)
+    form = OrderForm(request.POST)
+    lines = OrderLineFormSet(request.POST, prefix="lines")
+    conflict = False
+    if form.is_valid() and lines.is_valid():
+        gateway = RecordingGateway(decline=form.cleaned_data.get("decline", ()))
+        try:
+            with track_queries() as stats:
                 order = order_place(
                     customer_id=customer.pk,
                     lines=lines.lines(),
@@ -120,23 +167,29 @@ def order_create(request):
                     idempotency_key=form.cleaned_data["idempotency_key"],
                     gateway=gateway,
                 )
-            except DomainError as exc:
-                form.add_error(None, str(exc))
-            else:
-                messages.success(request, order_placed_message(order, gateway))
-                return redirect("orders:order_detail", order_id=order.pk)
-        return render(request, "orders/order_form.html", {"form": form, "lines": lines}, status=400)
-    form = OrderForm(initial={"idempotency_key": uuid4().hex})
-    return render(
-        request, "orders/order_form.html", {"form": form, "lines": OrderLineFormSet(prefix="lines")}
-    )
+        except IdempotencyConflict:
+            # The same key sent at once with other lines (two tabs): the other one won. The key
+            # means nothing to a person, so it is not shown.
+            conflict = True
+            form.add_error(None, ORDER_IDEMPOTENCY_CONFLICT_MESSAGE)
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, order_placed_message(order, gateway, stats.count))
+            return redirect("orders:order_detail", order_id=order.pk)
+    context = {"form": form, "lines": lines, "conflict": conflict}
+    return render(request, "orders/order_form.html", context, status=400)
 
 
-def order_placed_message(order, gateway: RecordingGateway) -> str:
-    """ "Order #7 placed: card declined (declined by the simulator), 1,234.50 EUR paid with wallet." """
+def order_placed_message(order, gateway: RecordingGateway, queries: int) -> str:
+    """ "Order #7 placed: card declined (declined by the simulator), 1,234.50 EUR paid with
+    wallet; one transaction of 14 queries." """
     declined = "".join(f"{method} declined ({reason}), " for method, reason in gateway.declined)
     paid_with = f" with {gateway.captured[-1]}" if gateway.captured else ""
-    return f"Order #{order.pk} placed: {declined}{order_money(order.total)} paid{paid_with}."
+    return (
+        f"Order #{order.pk} placed: {declined}{order_money(order.total)} paid{paid_with}; "
+        f"one transaction of {queries} queries."
+    )
 
 
 @login_required
@@ -179,13 +232,13 @@ async def _request_user(request):
 @login_required
 async def product_list_view(request):
     after = cursor_parse(request.GET.get("after"))
+    before = cursor_parse(request.GET.get("before"))
     await _request_user(request)
-    products, total = await aproduct_page(after=after)
-    next_after = products[-1].pk if len(products) == PRODUCT_PAGE_SIZE else None
+    page, total = await aproduct_page(after=after, before=before)
     return render(
         request,
         "orders/product_list.html",
-        {"products": products, "total": total, "next_after": next_after},
+        {"products": page.items, "page": page, "total": total},
     )
 
 

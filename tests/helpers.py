@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -107,12 +109,12 @@ def uvicorn(**env_overrides: str) -> Iterator[str]:
 
 
 @contextmanager
-def runserver(settings: str = "config.settings.local") -> Iterator[str]:
+def runserver(settings: str = "config.settings.local", **env_overrides: str) -> Iterator[str]:
     """``manage.py runserver`` on a free port against the test database; yields the base URL."""
     port = free_port()
     command = ["django", "runserver", "--noreload", "--skip-checks", f"127.0.0.1:{port}"]
     overrides = {"DJANGO_SETTINGS_MODULE": settings, "EMBEDDED_PG_AUTOSTART": "false"}
-    with _server(command, port, overrides) as base:
+    with _server(command, port, overrides | env_overrides) as base:
         yield base
 
 
@@ -143,6 +145,80 @@ def _server(command: list[str], port: int, env_overrides: dict[str, str]) -> Ite
     finally:
         process.terminate()
         process.wait(10)
+
+
+class DatabaseProxy:
+    """A TCP port on 127.0.0.1 that forwards to the database the tests use, until ``cut()``:
+    then every forwarded connection is closed and new ones are refused, as when the server stops
+    (``make stopdb``), for a server process the test started (``url`` is its DATABASE_URL)."""
+
+    def __init__(self, settings_dict: dict):
+        host, port = str(settings_dict["HOST"] or "127.0.0.1"), int(settings_dict["PORT"] or 5432)
+        if host.startswith("/"):  # the embedded server's socket directory
+            self.family, self.address = socket.AF_UNIX, f"{host}/.s.PGSQL.{port}"
+        else:
+            self.family, self.address = socket.AF_INET, (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = database_url({**settings_dict, "HOST": "127.0.0.1", "PORT": self.port})
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.is_cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.socket(self.family, socket.SOCK_STREAM)
+            upstream.connect(self.address)
+            with self.lock:
+                self.sockets += [client, upstream]
+                if self.is_cut:  # cut while this one was connecting
+                    self._close(client, upstream)
+                    return
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        # shutdown() first: close() alone leaves a thread blocked in accept() listening.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            self.is_cut = True
+            self._close(*self.sockets)
+
+    @staticmethod
+    def _close(*ends: socket.socket) -> None:
+        for end in ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+
+@contextmanager
+def database_proxy() -> Iterator[DatabaseProxy]:
+    """A ``DatabaseProxy`` to the test database, cut when the block ends."""
+    proxy = DatabaseProxy(connection.settings_dict)
+    try:
+        yield proxy
+    finally:
+        proxy.cut()
 
 
 def wsgi_request(
@@ -231,28 +307,44 @@ def run_command(*args, **options) -> None:
         call_command(*args, **options)
 
 
-def backends_wait_for_locks(pids: list[int], *, deadline_s: float = 10) -> bool:
+def backends_wait_for_locks(
+    pids: list[int] | None, *, count: int | None = None, deadline_s: float = 10
+) -> bool:
     """True once every backend in ``pids`` is waiting for a lock (asked of PostgreSQL itself),
-    False if that has not happened within ``deadline_s``."""
+    False if that has not happened within ``deadline_s``. With ``pids`` None (through PgBouncer a
+    client cannot know its server backend before its transaction starts): once ``count`` backends
+    of this test database wait for a lock."""
     deadline = time.monotonic() + deadline_s
+    if pids is None:
+        sql, params, expected = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            [],
+            count,
+        )
+    else:
+        sql, params, expected = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE pid = ANY(%s) AND wait_event_type = 'Lock'",
+            [pids],
+            len(pids),
+        )
     with raw_connection() as observer:
         while time.monotonic() < deadline:
-            waiting = observer.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE pid = ANY(%s) AND wait_event_type = 'Lock'",
-                [pids],
-            ).fetchone()[0]
-            if waiting == len(pids):
+            if observer.execute(sql, params).fetchone()[0] == expected:
                 return True
             time.sleep(0.005)
     return False
 
 
-def queued_behind_a_lock(lock_sql: str, params: list, calls: list) -> list:
+def queued_behind_a_lock(lock_sql: str, params: list, calls: list, *, commit: bool = False) -> list:
     """Run each of ``calls`` in a thread of its own while another connection holds the lock that
     ``lock_sql`` takes; let go only once every call is waiting for a lock, so all of them have
     done whatever they do before their first wait. Returns what each call returned or raised,
-    in order. Raises AssertionError when the calls never all waited (then nothing was tested)."""
+    in order. Raises AssertionError when the calls never all waited (then nothing was tested).
+
+    Let go by rolling back, or with ``commit`` by committing what ``lock_sql`` did: a change (an
+    UPDATE) that commits while the calls wait for its row, after they read it."""
     import threading
 
     holder = raw_connection(autocommit=False)
@@ -264,9 +356,13 @@ def queued_behind_a_lock(lock_sql: str, params: list, calls: list) -> list:
     def release() -> None:
         try:
             connected.wait(10)
-            queued.append(backends_wait_for_locks(pids))
+            pooled = connection.settings_dict.get("PGBOUNCER")
+            queued.append(backends_wait_for_locks(None if pooled else pids, count=len(calls)))
         finally:
-            holder.rollback()
+            if commit and queued == [True]:
+                holder.commit()
+            else:
+                holder.rollback()
 
     def run(i):
         connection.ensure_connection()

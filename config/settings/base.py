@@ -22,6 +22,8 @@ TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 USE_I18N = False
 USE_TZ = True
+# One date format for the site and the admin, with the time zone (config/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["config.formats"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -131,6 +133,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so the counts include every query the request runs, middleware included.
     "dbops.middleware.QueryCountMiddleware",
+    # /health/live answered before anything that may read the database (the session, the user).
+    "dbops.middleware.LivenessMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads the session, the user or the form data: a NUL byte is a 400 here.
     "core.middleware.RejectNulBytesMiddleware",
@@ -147,6 +151,8 @@ MIDDLEWARE = [
     # After the authentication middleware: it asks whether a person is logged in.
     "core.middleware.PrivateCacheMiddleware",
     "dbops.middleware.DatabaseUnavailableMiddleware",
+    # A view's BadRequest is the site's 400 page (Django's DEBUG page breaks under the CSP).
+    "core.middleware.BadRequestPageMiddleware",
     # Last, as django-axes asks: turns a lockout into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

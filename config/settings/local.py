@@ -9,14 +9,21 @@ INTERNAL_IPS = ["127.0.0.1"]
 
 DATABASES = databases(embedded=True)
 INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "debug_toolbar", "zeal"]
-# After the query counter, so the counter sees the toolbar's own queries too.
+# After the query counter, so the counter sees the toolbar's own queries too, and after the
+# liveness answer, which must not depend on anything that reads the database.
+_FIRST = MIDDLEWARE.index("dbops.middleware.LivenessMiddleware") + 1
 MIDDLEWARE = [
-    MIDDLEWARE[0],
+    *MIDDLEWARE[:_FIRST],
     "debug_toolbar.middleware.DebugToolbarMiddleware",
     "zeal.middleware.zeal_middleware",
-    *MIDDLEWARE[1:],
+    *MIDDLEWARE[_FIRST:],
 ]
-DEBUG_TOOLBAR_CONFIG = {"SHOW_COLLAPSED": True}
+# The toolbar shows the session and the templates' context (the user), both read from the
+# database: while it is unreachable the toolbar steps aside, and the page is the plain 503.
+DEBUG_TOOLBAR_CONFIG = {
+    "SHOW_COLLAPSED": True,
+    "SHOW_TOOLBAR_CALLBACK": "config.toolbar.show_toolbar",
+}
 # The Content-Security-Policy of base.py holds here too: the toolbar (5.0 and later) loads its code
 # as module scripts and its styles as stylesheets from STATIC_URL ('self'), sets styles from its
 # script (which style-src does not govern), and adds django-csp's nonce to its tags when a page

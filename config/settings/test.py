@@ -17,5 +17,6 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 # ------------------------------------------------------------------------------
 # An N+1 fails the test. Every test runs inside a zeal context (tests/conftest.py); the
 # middleware gives each request its own, so two requests in one test are two units of work.
-MIDDLEWARE = [MIDDLEWARE[0], "zeal.middleware.zeal_middleware", *MIDDLEWARE[1:]]
+_FIRST = MIDDLEWARE.index("dbops.middleware.LivenessMiddleware") + 1
+MIDDLEWARE = [*MIDDLEWARE[:_FIRST], "zeal.middleware.zeal_middleware", *MIDDLEWARE[_FIRST:]]
 ZEAL_RAISE = True

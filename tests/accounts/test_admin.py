@@ -71,6 +71,12 @@ def test_admin_stale_edit_is_a_message_not_a_lost_edit(staff):
     assert b"Not saved" in response.content and b"changed by someone else" in response.content
     account.refresh_from_db()
     assert account.name == "Edited elsewhere"
+    # Both versions, like the site's 409 page: what it holds now, and what this editor typed.
+    page = response.content.decode()
+    conflict = page[page.index('<table class="conflict">') :]
+    assert "Now (version 2)" in conflict and "You sent (from version 1)" in conflict
+    assert "<td>Edited elsewhere</td><td>Mine</td>" in conflict
+    assert 'value="Edited elsewhere"' in page  # the form holds the current values
 
 
 def test_transfers_and_ledger_are_read_only_in_admin(staff):
@@ -104,3 +110,8 @@ def test_changelists_show_money_with_separators_and_currency(staff):
     assert "1,234.50\u00a0USD" in staff.get("/admin/accounts/transfer/").content.decode()
     ledger = staff.get("/admin/accounts/ledgerentry/").content.decode()
     assert "\u22121,234.50\u00a0USD" in ledger and "+1,234.50\u00a0USD" in ledger
+
+
+def test_the_add_form_shows_no_unfilled_creation_date(staff):
+    page = staff.get("/admin/accounts/account/add/").content.decode()
+    assert "DatabaseDefault" not in page and "created_at" not in page

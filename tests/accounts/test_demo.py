@@ -29,3 +29,13 @@ def test_seed_demo_grows_to_a_larger_size():
     run_command("seed_demo", "--accounts", "10", verbosity=0)
     assert Account.objects.count() == 10
     assert_ledger_matches_balances()
+
+
+def test_the_demo_logins_history_reaches_a_second_page(client):
+    from accounts.selectors import TRANSFER_PAGE_SIZE
+
+    run_command("seed_demo", "--accounts", "40", "--customers", "0", "--orders", "0", verbosity=0)
+    user = get_user_model().objects.get(username=DEMO_USERNAME)
+    client.force_login(user)
+    page = client.get("/accounts/transfers/").context["page"]
+    assert len(page.items) == TRANSFER_PAGE_SIZE and page.older is not None

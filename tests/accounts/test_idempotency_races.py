@@ -86,3 +86,31 @@ def test_deposits_with_one_key_and_other_amounts_at_once_are_one_deposit_and_a_c
     assert [type(r) for r in results if r is not done] == [IdempotencyConflict]
     assert balance(account.pk) == Decimal("5.00") + done.amount
     assert_ledger_matches_balances()
+
+
+def test_one_form_sent_at_once_with_other_amounts_tells_the_loser_in_words_not_the_key():
+    """Two tabs of one form rendering, sent at once with other amounts: both pass the page's
+    check for a used key, then queue on the account; the second gets a sentence, never the key."""
+    from django.test import Client
+
+    owner = user_create()
+    source, target = account_create(owner=owner, balance="50"), account_create(owner=owner)
+    key = "0123456789abcdef0123456789abcdef"
+
+    def send(amount):
+        def post():
+            client = Client()
+            client.force_login(owner)
+            data = {"source": source.pk, "target": target.pk, "amount": amount}
+            return client.post("/accounts/transfers/new/", data | {"idempotency_key": key})
+
+        return post
+
+    results = queued_behind_a_lock(HOLD_ACCOUNT, [source.pk], [send("20"), send("25")])
+    assert sorted(r.status_code for r in results) == [302, 400], results
+    refused = next(r for r in results if r.status_code == 400)
+    page = refused.content.decode()
+    assert "This form was already used for another transfer, so nothing was sent." in page
+    assert key not in page.replace(f'value="{key}"', "")  # only in the hidden field
+    assert Transfer.objects.count() == 1
+    assert_ledger_matches_balances()

@@ -63,16 +63,66 @@ def test_overview_shows_only_my_accounts(client, accounts):
     assert theirs.name.encode() not in response.content
 
 
-def test_transfer_form_carries_a_fresh_idempotency_key(client, accounts):
-    first = client.get("/accounts/transfers/new/").context["form"].initial["idempotency_key"]
-    second = client.get("/accounts/transfers/new/").context["form"].initial["idempotency_key"]
-    assert first and second and first != second
+def test_a_new_transfer_form_gets_an_address_of_its_own_with_a_fresh_key(client, accounts):
+    first, second = (client.get("/accounts/transfers/new/") for _ in range(2))
+    assert first.status_code == second.status_code == 302
+    assert first["Location"].startswith("/accounts/transfers/new/?key=")
+    assert first["Location"] != second["Location"]
+    key = first["Location"].split("key=")[1]
+    form = client.get(first["Location"]).context["form"]
+    assert form.initial["idempotency_key"] == key
+    assert client.get(first["Location"]).context["form"].initial["idempotency_key"] == key
 
 
-def test_transfer_form_moves_money(client, accounts):
-    response = client.post("/accounts/transfers/new/", form_data(accounts))
+@pytest.mark.parametrize("key", ["", "a" * 65, "not a key", "k%2Fk", "ключ"])
+def test_a_malformed_key_in_the_address_gets_a_fresh_one(client, accounts, key):
+    response = client.get(f"/accounts/transfers/new/?key={key}")
     assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/transfers/new/?key=")
+
+
+def test_back_to_a_sent_form_shows_what_it_sent_and_sending_again_sends_nothing(client, accounts):
+    """Back after sending: the browser asks for the form's address again (it is never stored)."""
+    address = "/accounts/transfers/new/?key=form-key-1"
+    assert client.post(address, form_data(accounts)).status_code == 302
+    transfer = Transfer.objects.get()
+
+    back = client.get(address)
+    assert back.status_code == 200 and back.context["sent"] == transfer
+    assert b"This form was sent already:</strong> transfer" in back.content
+    assert back.context["form"].initial["amount"] == Decimal("10.00")
+
+    # Send again, even with a value changed meanwhile: the first transfer, nothing more.
+    again = client.post(address, form_data(accounts, amount="20.00"), follow=True)
+    assert again.redirect_chain[-1][0] == "/accounts/transfers/"
+    assert f"Transfer #{transfer.pk}" in again.content.decode()
+    assert "Nothing was sent again." in again.content.decode()
+    assert Transfer.objects.count() == 1
+    accounts[0].refresh_from_db()
+    assert accounts[0].balance == Decimal("90.00")
+
+
+def test_a_key_used_by_another_person_is_not_theirs_to_see(client, accounts):
+    mallory = user_create("mallory")
+    theirs = account_create(owner=mallory, balance="50"), account_create(owner=mallory)
+    transfer_create(
+        source_id=theirs[0].pk, target_id=theirs[1].pk, amount="5", idempotency_key="same-key"
+    )
+    response = client.get("/accounts/transfers/new/?key=same-key")
+    assert response.status_code == 200 and response.context["sent"] is None
+    response = client.post(
+        "/accounts/transfers/new/", form_data(accounts, idempotency_key="same-key")
+    )
+    assert response.status_code == 302
+    assert Transfer.objects.count() == 2
+
+
+def test_transfer_form_moves_money_and_says_in_how_many_queries(client, accounts):
+    response = client.post("/accounts/transfers/new/", form_data(accounts), follow=True)
     assert Transfer.objects.get().amount == Decimal("10.00")
+    [message] = [str(m) for m in response.context["messages"]]
+    assert "10.00\u00a0EUR sent from Main to Savings, in one transaction of " in message
+    assert message.endswith(" queries.")
 
 
 def test_double_submit_moves_money_once(client, accounts):
@@ -92,6 +142,10 @@ def test_double_submit_moves_money_once(client, accounts):
         {"amount": "NaN"},
         {"amount": "Infinity"},
         {"amount": "1000000000000"},
+        {"amount": "1e3"},
+        {"amount": "1E1"},
+        {"amount": "1_0"},
+        {"amount": "١٢"},
         {"amount": "ten"},
         {"amount": ""},
         {"target": "SAME"},
@@ -141,7 +195,7 @@ def test_insufficient_funds_is_a_form_error(client, accounts):
 def test_transfer_without_a_valid_csrf_token_is_refused(accounts, alice, token):
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
-    client.get("/accounts/transfers/new/")  # sets the real CSRF cookie
+    client.get("/accounts/transfers/new/", follow=True)  # sets the real CSRF cookie
     data = form_data(accounts)
     if token:
         data["csrfmiddlewaretoken"] = token
@@ -155,7 +209,7 @@ def test_transfer_without_a_valid_csrf_token_is_refused(accounts, alice, token):
 def test_transfer_with_the_real_csrf_token_is_accepted(accounts, alice):
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
-    token = client.get("/accounts/transfers/new/").context["csrf_token"]
+    token = client.get("/accounts/transfers/new/", follow=True).context["csrf_token"]
     response = client.post(
         "/accounts/transfers/new/", form_data(accounts, csrfmiddlewaretoken=str(token))
     )
@@ -281,7 +335,7 @@ def count_queries(client, path):
 
 @pytest.mark.parametrize(
     "path, expected",
-    [("/accounts/", 4), ("/accounts/transfers/new/", 4), ("/accounts/transfers/", 3)],
+    [("/accounts/", 4), ("/accounts/transfers/new/?key=k", 5), ("/accounts/transfers/", 3)],
 )
 def test_pages_run_a_constant_number_of_queries(client, accounts, alice, path, expected):
     source, target = accounts

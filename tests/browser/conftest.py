@@ -95,6 +95,25 @@ class Browser:
         )
         return self.check(status=status, footer=footer)
 
+    def back(self, *, status: int = 200, footer: bool = True) -> Browser:
+        """The browser's Back button; wait for the page it shows and check it. A page served
+        from the back/forward cache (no request) keeps its window: then only the address changes."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self._drain()
+        leaving = self.driver.current_url
+        self.driver.execute_script("window.__leaving = true")
+        self.driver.back()
+        WebDriverWait(self.driver, 15, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: (
+                d.current_url != leaving
+                and d.execute_script("return document.readyState === 'complete'")
+            )
+        )
+        restored = self.driver.execute_script("return window.__leaving === true")
+        return self if restored else self.check(status=status, footer=footer)
+
     # -- the checks ----------------------------------------------------------------------
     def _drain(self) -> None:
         self.driver.get_log("browser")
@@ -147,12 +166,14 @@ class Browser:
         ]
         if failed:
             raise PageError(f"{where}: failed requests: {failed}")
+        # The document's own error status is what the test asked for; anything else logged
+        # against it (a Content-Security-Policy violation, a script error) is not.
+        own_status = f"{expected} - Failed to load resource: the server responded with a status"
         console = [
             entry["message"]
             for entry in self.driver.get_log("browser")
             if entry["level"] == "SEVERE"
-            # The document's own error status is what the test asked for.
-            and not (expected and entry["message"].startswith(expected))
+            and not (expected and entry["message"].startswith(own_status))
         ]
         if console:
             raise PageError(f"{where}: console errors: {console}")
@@ -200,6 +221,23 @@ class Browser:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(path))
         return path
+
+
+def on_server(browser: Browser, base: str, user=None) -> Browser:
+    """The session's browser on another server (``runserver`` with local settings, say) against
+    the test database, logged in as ``user`` through a session made here: the test settings'
+    password hasher is not one the local settings accept, and the session table is shared."""
+    from django.conf import settings
+    from django.test import Client
+
+    other = Browser(browser.driver, base)
+    other.get("/health/live", footer=False)  # a page of that origin, to set its cookie on
+    if user is not None:
+        client = Client()
+        client.force_login(user)
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+        other.driver.add_cookie({"name": settings.SESSION_COOKIE_NAME, "value": cookie})
+    return other
 
 
 def chromium(*, width: int = DESKTOP[0], height: int = DESKTOP[1]):

@@ -3,11 +3,9 @@
 import re
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import Browser
+from tests.browser.conftest import on_server
 from tests.helpers import runserver
 
 
@@ -15,19 +13,7 @@ from tests.helpers import runserver
 def dev_browser(browser, demo):
     """The session's browser on ``manage.py runserver`` with local settings (DEBUG, toolbar)."""
     with runserver("config.settings.local") as base:
-        dev = Browser(browser.driver, base)
-        # Logged in through a session made here: the test settings' password hasher is not one
-        # the local settings accept, and the session table is shared.
-        client = Client()
-        client.force_login(demo.user)
-        dev.get("/health/live", footer=False)
-        dev.driver.add_cookie(
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-            }
-        )
-        yield dev
+        yield on_server(browser, base, demo.user)
 
 
 def test_the_sql_panel_lists_the_queries_the_footer_counts(dev_browser, demo):

@@ -74,12 +74,16 @@ def test_logging_out_says_so(browser, demo):
 def test_nothing_is_wider_than_a_400_px_screen(browser, demo):
     browser.login(demo.username, demo.password)
     browser.resize(400)
+    order = Order.objects.order_by("-pk").first()
     for path in (
         "/",
         "/accounts/",
         "/accounts/transfers/",
         "/orders/",
         "/orders/new/",
+        f"/orders/{order.pk}/",
+        "/orders/reports/top-customers/",
+        "/orders/products/",
         "/patterns/",
     ):
         browser.get(path)
@@ -87,3 +91,21 @@ def test_nothing_is_wider_than_a_400_px_screen(browser, demo):
         assert width <= 400, f"{path} is {width} px wide at 400 px"
         header = browser.find(".site-header")
         assert header.size["width"] <= 400
+
+
+def test_the_order_page_and_the_report_fit_a_400_px_screen_money_included(browser, demo):
+    """The order page hid its "Total" label and clipped the line totals; the report cut its money
+    column off. Their tables fit the screen now, every money figure in view."""
+    browser.login(demo.username, demo.password)
+    browser.resize(400)
+    order = Order.objects.order_by("-pk").first()
+    for path in (f"/orders/{order.pk}/", "/orders/reports/top-customers/"):
+        browser.get(path)
+        for box in browser.find_all(".table-scroll"):
+            overflow = browser.driver.execute_script(
+                "return arguments[0].scrollWidth - arguments[0].clientWidth", box
+            )
+            assert overflow <= 0, f"{path}: a table is {overflow} px wider than its box"
+    browser.get(f"/orders/{order.pk}/")
+    total = browser.find("tfoot")
+    assert total.text.lower() == f"total {order.total:,.2f} eur"  # the label, then the sum

@@ -39,6 +39,36 @@ def test_n_plus_one_side_by_side_counts_each_way(staff):
     assert many["selector"]["html"] == many["naive"]["html"]  # the same page, either way
 
 
+def test_the_selectors_code_panel_shows_the_query_it_builds(staff):
+    products_seed(5)
+    customers_seed(5)
+    orders_seed(10)
+    code = staff.get("/patterns/n-plus-one/").context["selector"]["code"]
+    for made_of in ('select_related("customer")', "Prefetch(", "Count(", "def order_list("):
+        assert made_of in code, made_of
+
+
+def test_a_login_without_a_customer_profile_sees_the_demo_on_its_own_transfers(client):
+    """Not shut out ("no customer profile"): the same lesson on what it may see, its transfers."""
+    person, stranger = user_create(), user_create()
+    main, savings = account_create(owner=person, balance="500"), account_create(owner=person)
+    theirs = account_create(owner=stranger, balance="500")
+    from accounts.services import transfer_create
+
+    for n in range(12):
+        source, target = ((main, savings), (main, theirs), (theirs, main))[n % 3]
+        transfer_create(source_id=source.pk, target_id=target.pk, amount="1")
+    transfer_create(source_id=theirs.pk, target_id=account_create(owner=stranger).pk, amount="1")
+    client.force_login(person)
+    response = client.get("/patterns/n-plus-one/")
+    assert response.status_code == 200 and response.context["kind"] == "transfers"
+    demo = response.context
+    assert demo["selector"]["queries"] == 1
+    assert demo["naive"]["queries"] == 1 + 2 * 12  # its own 12, never the stranger's
+    assert demo["selector"]["html"] == demo["naive"]["html"]
+    assert b"no customer profile" not in response.content
+
+
 def test_the_conflict_demo_saves_first_as_someone_else_then_hands_over_the_stale_form(client):
     owner = user_create()
     account = account_create(owner=owner, name="Main")

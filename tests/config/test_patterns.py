@@ -117,3 +117,28 @@ def test_the_footer_names_the_page_patterns_and_their_code(client):
     content = client.get("/accounts/transfers/").content.decode()
     assert 'href="/patterns/#keyset-pagination">Keyset pagination</a>' in content
     assert "<code>accounts/selectors.py transfer_list</code>" in content
+
+
+def test_django_and_axes_admins_are_not_credited_with_the_projects_patterns():
+    for view_name in ("admin:auth_user_changelist", "admin:axes_accessattempt_changelist"):
+        assert patterns_for(view_name) == [], view_name
+    assert patterns_for("admin:accounts_transfer_changelist")
+
+
+@pytest.mark.django_db
+def test_each_page_credits_the_code_it_runs(client):
+    client.force_login(user_create("boss", is_staff=True))
+    orders = client.get("/orders/").content.decode()
+    footer = orders[orders.index('class="site-footer"') :]
+    assert "orders/selectors.py order_list" in footer and "transfer_list" not in footer
+    accounts = client.get("/accounts/").content.decode()
+    footer = accounts[accounts.index('class="site-footer"') :]
+    assert "This page shows:" in footer and "Database constraints" in footer
+
+
+def test_the_makefile_and_the_readme_give_make_bench_the_same_duration():
+    makefile = (ROOT / "Makefile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    in_makefile = re.search(r"^bench:.*\(about (\d+) minutes\)", makefile, re.M).group(1)
+    in_readme = re.search(r"`make bench` runs them all \(about (\d+) minutes\)", readme).group(1)
+    assert in_makefile == in_readme

@@ -61,6 +61,24 @@ def test_wrong_password_keeps_the_username_and_says_so(client, alice):
     assert b'value="alice"' in response.content
 
 
+def test_a_failed_login_says_how_many_tries_are_left_before_the_lock(client, alice, settings):
+    limit = settings.AXES_FAILURE_LIMIT
+    for left in range(limit - 1, 0, -1):
+        page = login(client, "alice", f"guess-{left}").content.decode()
+        tries = "1 more failed attempt" if left == 1 else f"{left} more failed attempts"
+        assert f"{tries} and this login is locked from this address for 15 minutes." in page
+    assert login(client, "alice", "guess-last").status_code == 429
+
+
+def test_the_warning_counts_the_addresss_failures_over_every_username(client, alice, settings):
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 8
+    for i in range(6):
+        login(client, f"user{i}", "guess", address="10.0.0.99")
+    page = login(client, "alice", "guess", address="10.0.0.99").content.decode()
+    # 7 of the address's 8, scaled onto the per-login limit of 5: 4 used, 1 left.
+    assert "1 more failed attempt and this login is locked" in page
+
+
 def test_a_nul_in_the_username_is_refused_and_never_echoed(client):
     response = client.post("/login/", {"username": "zqx\x00qzx", "password": "x"})
     assert response.status_code == 400
@@ -114,6 +132,18 @@ def test_the_lock_is_per_address_so_the_owner_logs_in_from_elsewhere(client, ali
         login(client, "alice", f"guess-{i}", address="10.0.0.66")
     assert login(client, "alice", PASSWORD, address="10.0.0.66").status_code == 429
     assert login(client, "alice", PASSWORD, address="10.0.0.7").status_code == 302
+
+
+def test_the_owner_logging_in_elsewhere_does_not_clear_a_guessers_failures(client, alice, settings):
+    """The throttle is keyed on the pair (username, address), and so is the reset a success
+    makes. Keyed on the username alone, every login of the owner wiped the failures of whoever
+    was guessing the password from another address, who could go on for ever."""
+    limit = settings.AXES_FAILURE_LIMIT
+    for i in range(limit - 1):
+        assert login(client, "alice", f"guess-{i}", address="10.0.0.66").status_code == 200
+    assert login(client, "alice", PASSWORD, address="10.0.0.7").status_code == 302
+    client.logout()
+    assert login(client, "alice", "guess-last", address="10.0.0.66").status_code == 429
 
 
 def test_one_address_trying_many_usernames_is_locked_for_all(client, alice, settings):

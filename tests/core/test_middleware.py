@@ -87,12 +87,12 @@ PERSONAL_PAGES = [
     "/",
     "/accounts/",
     "/accounts/transfers/",
-    "/accounts/transfers/new/",
+    "/accounts/transfers/new/?key=k",
     "/accounts/{account}/edit/",
     "/orders/",
     "/orders/{order}/",
     "/orders/customers/{customer}/",
-    "/orders/new/",
+    "/orders/new/?key=k",
     "/accounts/999999/edit/",  # a 404 for a logged-in person is personal too
 ]
 
@@ -177,3 +177,25 @@ def test_debug_toolbar_works_under_the_policy_in_local_settings():
     assert re.search(r"script-src 'self'(;|$)", header) and "unsafe" not in header
     assert toolbar == "toolbar"
     assert (scripts, styles) == ("0 inline scripts", "0 inline styles or handlers")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("/accounts/transfers/?after=abc", b"Malformed page cursor."),
+        ("/orders/reports/top-customers/?region=Atlantis", b"Unknown region &#x27;Atlantis&#x27;"),
+        ("/accounts/?q=a%00b", b"NUL byte in the request&#x27;s query string."),
+    ],
+)
+def test_a_refused_request_is_the_sites_400_page_saying_why_with_debug_on_or_off(
+    client, settings, debug, path, reason
+):
+    settings.DEBUG = debug
+    client.force_login(user_create("staffer", is_staff=True))
+    response = client.get(path)
+    assert response.status_code == 400
+    assert "400.html" in [t.name for t in response.templates]
+    assert reason in response.content
+    assert b"<style" not in response.content and b"<script>" not in response.content

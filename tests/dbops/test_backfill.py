@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,8 +149,9 @@ def test_bad_input_is_a_command_error_before_anything_is_written(products, args,
     assert Product.objects.count() == 200
 
 
-def slow_run_under_way() -> subprocess.Popen:
-    """``backfill_column`` in a process of its own, returned once 20 rows are committed."""
+def slow_run_under_way(terminal: int | None = None) -> subprocess.Popen:
+    """``backfill_column`` in a process of its own, returned once 20 rows are committed; its
+    output on ``terminal`` (a pseudo-terminal's file descriptor) when given."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -165,12 +167,12 @@ def slow_run_under_way() -> subprocess.Popen:
         ],
         cwd=ROOT,
         env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL if terminal is None else terminal,
+        stderr=subprocess.PIPE if terminal is None else terminal,
     )
     deadline = time.monotonic() + 30
     while BackfillRun.objects.filter(rows_done__gte=20).count() == 0:
-        assert process.poll() is None, process.stderr.read().decode()
+        assert process.poll() is None, "" if terminal else process.stderr.read().decode()
         assert time.monotonic() < deadline, "the subprocess made no progress"
         time.sleep(0.02)
     return process
@@ -187,6 +189,10 @@ def test_resume_after_sigkill_fills_every_row_exactly_once(products):
     assert names_left() == 200 - killed.rows_done  # the checkpoint names exactly the rows done
 
     output = run(*FILL)
+    assert (
+        f"Resuming run #{killed.pk} after id {killed.last_pk:,}, "
+        f"{killed.rows_done:,} rows done already." in output
+    )
     resumed = BackfillRun.objects.get()
     assert (
         resumed.pk == killed.pk
@@ -212,6 +218,33 @@ def test_ctrl_c_says_how_to_resume_without_a_traceback_and_resume_finishes(produ
     run(*FILL)
     assert names_left() == 0
     assert set(updates_per_row().values()) == {1}, "a row was updated twice"
+
+
+def test_ctrl_c_on_a_terminal_says_interrupted_on_a_line_of_its_own(products):
+    """On a terminal the progress bar rewrites one line with no newline; the message used to be
+    printed on the end of it."""
+    import pty
+
+    main, terminal = pty.openpty()
+    process = slow_run_under_way(terminal=terminal)
+    os.close(terminal)
+    process.send_signal(signal.SIGINT)
+    process.wait(10)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: everything was read
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(main)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output.decode())  # the colours of a terminal
+    assert process.returncode == 130
+    assert "ETA" in text  # the bar was drawn
+    line = next(line for line in text.splitlines() if "Interrupted" in line)
+    assert line.startswith("CommandError: Interrupted."), repr(line)
 
 
 def test_statement_timeout_retries_then_splits_the_batch(products):

@@ -1,10 +1,12 @@
+from decimal import Decimal
+
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from orders.demo import customers_seed, orders_seed, products_seed
-from orders.models import Customer, Order, Product
+from orders.models import Customer, Order, OrderItem, Payment, Product
 from orders.services import product_update
 from tests.factories import user_create
 from tests.orders.test_views import big_order
@@ -70,6 +72,8 @@ def test_stale_product_edit_is_a_message_not_a_lost_edit(admin_client):
     )
     assert b"Not saved" in response.content
     assert Product.objects.get(pk=product.pk).name == "Edited elsewhere"
+    conflict = response.content.decode().split('<table class="conflict">')[1]
+    assert "<td>Edited elsewhere</td><td>Mine</td>" in conflict
 
 
 def test_product_edit_with_the_current_version_saves(admin_client):
@@ -144,3 +148,71 @@ def test_a_paid_orders_total_and_status_cannot_be_changed_in_the_admin(admin_cli
     )
     order.refresh_from_db()
     assert (order.status, str(order.total)) == ("paid", "10.00")
+
+
+@pytest.mark.parametrize("price", ["1e3", "1E+2", "1_000", "١٢"])
+def test_a_product_price_in_exponent_or_other_digits_is_a_form_error(admin_client, price):
+    grow_to(1)
+    product = Product.objects.get()
+    response = admin_client.post(
+        f"/admin/orders/product/{product.pk}/change/",
+        {"name": product.name, "price": price, "stock": "3", "version": product.version},
+    )
+    assert response.status_code == 200
+    assert b"in digits with a decimal point" in response.content
+    assert Product.objects.get(pk=product.pk).price == product.price
+
+
+HISTORY = ["order", "orderitem", "payment"]
+
+
+@pytest.mark.parametrize("model", HISTORY)
+def test_orders_lines_and_payments_cannot_be_added_in_the_admin(admin_client, model):
+    order = big_order(1)
+    assert admin_client.get(f"/admin/orders/{model}/add/").status_code == 403
+    data = {"customer": order.customer_id, "status": "paid", "total": "1234.56"}
+    assert admin_client.post(f"/admin/orders/{model}/add/", data).status_code == 403
+    assert (Order.objects.count(), OrderItem.objects.count(), Payment.objects.count()) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("model", HISTORY)
+def test_orders_lines_and_payments_are_shown_not_edited_nor_deleted(admin_client, model):
+    order = big_order(1)
+    obj = {"order": order, "orderitem": order.items.get(), "payment": order.payments.get()}[model]
+    page = admin_client.get(f"/admin/orders/{model}/{obj.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="_save"' not in page.content and b"deletelink" not in page.content
+    changed = {"quantity": "9", "amount": "0.01", "total": "0.01", "status": "cancelled"}
+    assert admin_client.post(f"/admin/orders/{model}/{obj.pk}/change/", changed).status_code == 403
+    for path in (f"/admin/orders/{model}/{obj.pk}/delete/",):
+        assert admin_client.get(path).status_code == 403
+        assert admin_client.post(path, {"post": "yes"}).status_code == 403
+    bulk = {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"}
+    admin_client.post(f"/admin/orders/{model}/", bulk)
+    assert (Order.objects.count(), OrderItem.objects.count(), Payment.objects.count()) == (1, 1, 1)
+    assert order.items.get().quantity == 1 and order.payments.get().amount == Decimal("1.00")
+
+
+def test_an_order_is_shown_with_its_total_in_euros(admin_client):
+    order = big_order(2)
+    Order.objects.filter(pk=order.pk).update(total="1234.50")
+    page = admin_client.get(f"/admin/orders/order/{order.pk}/change/").content.decode()
+    assert "1,234.50\u00a0EUR" in page
+
+
+def test_saving_a_product_leaves_its_description_alone_when_it_was_not_edited(admin_client):
+    """A browser sends a textarea's line breaks as CRLF: the description counted as changed (and
+    was rewritten with CRLF) by every save of the product."""
+    grow_to(1)
+    product = Product.objects.get()
+    product_update(product_id=product.pk, expected_version=product.version, description="a\n\nb")
+    product.refresh_from_db()
+    data = {"name": "Renamed", "description": "a\r\n\r\nb", "price": "1.00", "stock": "3"}
+    response = admin_client.post(
+        f"/admin/orders/product/{product.pk}/change/", data | {"version": product.version}
+    )
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert (product.name, product.description) == ("Renamed", "a\n\nb")
+    change = LogEntry.objects.filter(object_id=str(product.pk)).latest("pk").get_change_message()
+    assert "Description" not in change

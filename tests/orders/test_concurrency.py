@@ -1,6 +1,7 @@
 import itertools
 import random
 import threading
+from decimal import Decimal
 
 import pytest
 from django.db import DatabaseError, connection
@@ -8,13 +9,19 @@ from django.test import Client
 
 from orders import services as order_services
 from orders.admin import CustomerAdminForm
-from orders.exceptions import DuplicateCustomer, OutOfStock, ProductNotFound
+from orders.exceptions import (
+    DuplicateCustomer,
+    OutOfStock,
+    PriceChanged,
+    ProductNotFound,
+    StaleVersion,
+)
 from orders.models import Customer, Order, OrderItem, OrderStatus, Payment, Product
 from orders.selectors import catalog_invalidate, product_catalog
 from orders.services import customer_create as customer_create_service
 from orders.services import order_place
 from tests.factories import customer_create, product_create, user_create
-from tests.helpers import in_threads, killed_before, raw_connection
+from tests.helpers import in_threads, killed_before, queued_behind_a_lock, raw_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -182,3 +189,83 @@ def test_a_reader_right_after_the_catalog_is_invalidated_sees_the_order(monkeypa
     order_place(customer_id=customer.pk, lines=[(product.pk, 2)])
     assert seen_by_reader == [3]
     assert product_catalog()[0]["stock"] == 3
+
+
+def assert_orders_priced_alike():
+    """Every order's total is the sum of its lines and what was charged for it."""
+    for order in Order.objects.prefetch_related("items", "payments"):
+        lines = sum((i.unit_price * i.quantity for i in order.items.all()), Decimal("0.00"))
+        charged = sum((p.amount for p in order.payments.all()), Decimal("0.00"))
+        assert order.total == lines == charged, (order.pk, order.total, lines, charged)
+
+
+def test_a_price_change_racing_an_order_is_price_changed_and_nothing_is_ordered():
+    """The order reads the product at 20.00, then waits to take its stock while another
+    transaction changes the price to 99.00 and commits. Taking the stock now finds another version;
+    the order must not be priced at one price and its line at the other (it was: total 20.00,
+    payment 20.00, one line of 99.00): PriceChanged, and nothing of the order remains. Without the
+    version check in the stock UPDATE, the order would go through at a price the product no longer
+    has."""
+    product = product_create(stock=10, price="20.00")
+    customer = customer_create()
+
+    def place():
+        return order_place(customer_id=customer.pk, lines=[(product.pk, 1)])
+
+    change_price = "UPDATE orders_product SET price = 99, version = version + 1 WHERE id = %s"
+    [result] = queued_behind_a_lock(change_price, [product.pk], [place], commit=True)
+    assert isinstance(result, PriceChanged), result
+    assert (result.quoted, result.price) == (Decimal("20.00"), Decimal("99.00"))
+    assert "changed from 20.00\u00a0EUR to 99.00\u00a0EUR" in str(result)
+    assert (Order.objects.count(), OrderItem.objects.count(), Payment.objects.count()) == (0, 0, 0)
+    assert Product.objects.get(pk=product.pk).stock == 10
+
+
+def test_a_restock_racing_an_order_changes_the_version_not_the_price_so_the_order_goes_through():
+    product = product_create(stock=10, price="20.00")
+    customer = customer_create()
+
+    def place():
+        return order_place(customer_id=customer.pk, lines=[(product.pk, 3)])
+
+    restock = "UPDATE orders_product SET stock = stock + 5, version = version + 1 WHERE id = %s"
+    [order] = queued_behind_a_lock(restock, [product.pk], [place], commit=True)
+    assert isinstance(order, Order), order
+    assert order.total == Decimal("60.00")
+    assert Product.objects.get(pk=product.pk).stock == 12
+    assert_orders_priced_alike()
+
+
+def test_prices_changing_under_many_buyers_never_price_an_order_unlike_its_lines():
+    products = [product_create(stock=1000, price="10.00") for _ in range(3)]
+    customers = [customer_create() for _ in range(6)]
+    start = threading.Barrier(7)
+
+    def run(i):
+        start.wait()
+        rng = random.Random(i)
+        if i == 6:  # one thread keeps changing prices
+            for n in range(40):
+                p = products[n % 3]
+                version = Product.objects.filter(pk=p.pk).values_list("version", flat=True)[0]
+                try:
+                    order_services.product_update(
+                        product_id=p.pk,
+                        expected_version=version,
+                        price=Decimal(10 + rng.randint(0, 90)),
+                    )
+                except StaleVersion:
+                    pass
+            return 0
+        placed = 0
+        for _ in range(15):
+            lines = [(p.pk, 1) for p in rng.sample(products, 2)]
+            try:
+                order_place(customer_id=customers[i].pk, lines=lines)
+                placed += 1
+            except PriceChanged:
+                pass
+        return placed
+
+    assert sum(in_threads(7, run)) == Order.objects.count() > 0
+    assert_orders_priced_alike()

@@ -7,7 +7,7 @@ from zeal import NPlusOneError
 
 from orders.models import Order, OrderItem, Product
 from orders.selectors import order_get, order_list, product_list
-from orders.services import product_update
+from orders.services import order_place, product_update
 from tests.factories import customer_create, product_create, user_create
 
 pytestmark = pytest.mark.django_db
@@ -106,3 +106,16 @@ def test_description_is_edited_with_optimistic_locking(orders_with_described_pro
     )
     assert (updated.description, updated.version) == ("Shorter.", product.version + 1)
     assert Product.objects.get(pk=product.pk).description == "Shorter."
+
+
+def test_placing_an_order_selects_no_product_description(orders_with_described_products):
+    """order_place reads price, stock and version; a description is a few KB per product line."""
+    products = orders_with_described_products
+    customer = customer_create()
+    order, sql = sql_of(
+        lambda: order_place(customer_id=customer.pk, lines=[(p.pk, 1) for p in products])
+    )
+    assert order.items.count() == 3
+    product_reads = [q for q in sql if q.startswith("SELECT") and '"orders_product"' in q]
+    assert product_reads, sql  # the products were read, without their descriptions
+    assert all(DESCRIPTION_COLUMN not in q for q in sql), product_reads

@@ -51,3 +51,33 @@ def test_orders_with_one_key_and_other_lines_at_once_are_one_order_and_a_conflic
     assert Order.objects.get() == placed
     [item] = OrderItem.objects.all()
     assert Product.objects.get(pk=product.pk).stock == 10 - item.quantity
+
+
+def test_one_form_sent_at_once_with_other_lines_tells_the_loser_in_words_not_the_key():
+    """Two tabs of one order form rendering, sent at once with other quantities: the second gets a
+    sentence, never the key."""
+    from django.test import Client
+
+    from tests.factories import user_create
+    from tests.orders.test_views import order_form
+
+    product = product_create(stock=10)
+    user = user_create()
+    customer_create(user=user)
+    key = "0123456789abcdef0123456789abcdef"
+
+    def send(quantity):
+        def post():
+            client = Client()
+            client.force_login(user)
+            return client.post("/orders/new/", order_form([(product.pk, quantity)], key=key))
+
+        return post
+
+    results = queued_behind_a_lock(HOLD_PRODUCT, [product.pk], [send(2), send(3)])
+    assert sorted(r.status_code for r in results) == [302, 400], results
+    refused = next(r for r in results if r.status_code == 400)
+    page = refused.content.decode()
+    assert "This form was already used for another order, so nothing was ordered." in page
+    assert key not in page.replace(f'value="{key}"', "")  # only in the hidden field
+    assert Order.objects.count() == 1

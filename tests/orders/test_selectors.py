@@ -102,3 +102,36 @@ def test_catalog_is_left_alone_by_a_rolled_back_change(django_assert_num_queries
         raise RuntimeError("abort")
     with django_assert_num_queries(0):  # still served from the cache: not invalidated
         assert product_catalog()[0]["stock"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_reader_cannot_put_the_catalog_from_before_a_change_back():
+    """A reader loads the products, then a restock commits and invalidates the catalog, then the
+    reader stores what it loaded. That stale copy must never be served: it went under the old
+    generation's key, which nobody reads any more. (With one key and a delete on invalidation,
+    the slow reader's store would put the old stock back for everyone, for the cache's lifetime.)"""
+    from django.db import connection
+
+    from tests.helpers import in_threads
+
+    product = product_create(stock=3)
+    restocked = []
+
+    def restock_after_the_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if '"orders_product"' in sql and not restocked:
+            # Another request, on its own connection: commits, then invalidates (on_commit).
+            restocked.extend(
+                in_threads(
+                    1,
+                    lambda _: product_restock(
+                        product_id=product.pk, quantity=4, expected_version=product.version
+                    ),
+                )
+            )
+        return result
+
+    with connection.execute_wrapper(restock_after_the_read):
+        assert product_catalog()[0]["stock"] == 3  # what the slow reader loaded, and stored
+    assert restocked
+    assert product_catalog()[0]["stock"] == 7

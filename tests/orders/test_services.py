@@ -187,3 +187,26 @@ def test_customer_update_keeps_the_normalized_email_in_step():
     assert Customer.objects.get(pk=other.pk).email == "di@example.com"
     with pytest.raises(InvalidChange):
         customer_update(customer_id=other.pk, email_normalized="x")
+
+
+def test_a_replay_with_the_same_key_writes_nothing_at_all(shop):
+    """A replay answers from the first order: no INSERT (that would meet the unique index and
+    depend on the error path), no UPDATE of stock, nothing."""
+    from django.db import connection
+
+    customer, a, _ = shop
+    first = order_place(customer_id=customer.pk, lines=[(a.pk, 2)], idempotency_key="k-1")
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        again = order_place(customer_id=customer.pk, lines=[(a.pk, 2)], idempotency_key="k-1")
+    assert again.pk == first.pk
+    writes = [
+        s for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+    assert writes == [], writes
+    assert statements  # it did look the key up

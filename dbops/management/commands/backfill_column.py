@@ -17,6 +17,7 @@ from dbops.backfill import (
     rows_to_fill,
     throttle,
 )
+from dbops.models import BackfillRun, BackfillStatus
 
 DEFAULTS = BackfillOptions
 # Numeric flags: their least value (checked here, where the flag names belong) and help text.
@@ -148,12 +149,15 @@ class Command(BaseCommand):
                 return
             self.tty = sys.stdout.isatty() and self.verbosity > 0
             self.last_line = 0.0
+            self.resuming(plan)
             run = backfill(plan, progress=self.progress)
         except BackfillError as exc:
+            self.end_progress_line()
             raise CommandError(str(exc)) from exc
         except KeyboardInterrupt:
             # Ctrl-C: each finished batch committed with its checkpoint; the one under way
             # rolled back with its transaction. A message, not a traceback.
+            self.end_progress_line()
             raise CommandError(
                 "Interrupted. Every finished batch is committed with its checkpoint and the one "
                 "under way was rolled back: run the same command again to resume.",
@@ -171,6 +175,37 @@ class Command(BaseCommand):
                     f"({run.replica_paused_s:.1f} s) for replica lag."
                 )
             )
+
+    def end_progress_line(self) -> None:
+        """The progress bar rewrites one line (``\\r``) with no newline: end it before a message,
+        or the message is printed on the bar's line."""
+        if getattr(self, "tty", False):
+            self.stdout.write("")
+
+    def resuming(self, plan) -> None:
+        """Say where this run starts: a resumed run used to start silently at 10%."""
+        unfinished = (
+            BackfillRun.objects.using(plan.database)
+            .filter(
+                target=plan.target,
+                database=plan.database,
+                status__in=[BackfillStatus.RUNNING, BackfillStatus.FAILED],
+            )
+            .order_by("-pk")
+            .first()
+        )
+        if unfinished is None or not self.verbosity:
+            return
+        done = f"{unfinished.rows_done:,} rows done already"
+        if plan.options.restart:
+            self.stdout.write(f"Abandoning run #{unfinished.pk} ({done}); starting over.")
+        elif unfinished.options == plan.recorded_options:
+            where = (
+                "from the start"
+                if unfinished.last_pk is None
+                else f"after id {unfinished.last_pk:,}"
+            )
+            self.stdout.write(f"Resuming run #{unfinished.pk} {where}, {done}.")
 
     def dry_run(self, plan):
         self.stdout.write(f"Target:   {plan.target} (table {plan.table}, column {plan.column})")
