@@ -11,11 +11,9 @@ Active only when ``DATABASES`` has the replica alias (``DBOPS["REPLICA_ALIAS"]``
   primary's WAL insert position (``pg_current_wal_insert_lsn()``) is kept in the user's session.
   That user's reads go to the replica only once ``pg_last_wal_replay_lsn()`` there has reached it;
   until then they go to the primary. Users who wrote nothing read from the replica at once.
-- Lag ceiling (``DBOPS["REPLICA_MAX_LAG_MS"]``): past it, every read goes to the primary. Lag is measured
-  by LSN distance and replay progress: how long ago the primary had first flushed WAL that the
-  replica has still not replayed (``ReplicaMonitor``). Not ``pg_last_xact_replay_timestamp()``,
-  which grows whenever the primary is idle, nor ``replay_lag``, which reads near zero while replay
-  is paused.
+- Lag ceiling (``DBOPS["REPLICA_MAX_LAG_MS"]``): past it, every read goes to the primary. The lag
+  is an upper bound (``ReplicaMonitor``, whose docstring reasons it out), so that the ceiling holds
+  from a worker's first look at the standby, not only after it has watched it for a while.
 - A replica that is down, refuses connections, is killed mid-request or cancels a query for a
   recovery conflict: the request is served from the primary (the middleware runs a request again
   on the primary when it failed on the replica before writing anything), and the replica is tried
@@ -29,6 +27,7 @@ WAL position that read-your-writes needs, and a login must see its own session a
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
@@ -41,6 +40,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from dbops.conf import dbops_settings
 from dbops.errors import error_text, sqlstate
+
+logger = logging.getLogger("dbops")
 
 # On a standby these can only be recovery conflicts (serialization failure, deadlock with the
 # startup process, database dropped) or the server going away.
@@ -97,15 +98,35 @@ class ReplicaMonitor:
     """One per process: is the replica fit to serve reads, and how far behind is it.
 
     Checked at most every ``HEALTH_INTERVAL_S`` by whichever request needs an answer (two tiny
-    queries: the primary's flushed WAL position, the replica's replayed one). Lag: the monitor
-    remembers when it first saw the primary at each WAL position; the replica's lag is the age of
-    the oldest position it has not replayed yet (zero once it has replayed all it was sent).
+    queries: the primary's clock and flushed WAL position; the replica's replayed position and the
+    commit time of the last transaction it replayed).
+
+    Lag is the age of the oldest WAL the primary has flushed and the replica has not replayed. The
+    monitor cannot see that age; it keeps an upper bound of it, so that the ceiling is a promise:
+
+    - replayed everything the primary has flushed: lag 0, however long the primary has been idle;
+    - otherwise the oldest WAL not replayed was flushed *after* two moments the monitor knows, and
+      the lag is at most the time since the later of them:
+      (a) ``pg_last_xact_replay_timestamp()``, the commit time of the last replayed transaction:
+      replay is in WAL order, and every record after that commit record was written after it;
+      (b) the last look at which the primary's flushed position was one the replica has replayed
+      since: what was flushed by then is replayed, so the rest was flushed later.
+    - neither known (no transaction replayed since the standby started, and no such look): the lag
+      is unknown, and the replica is not used until one of them is.
+
+    Both moments come from the primary's clock (``clock_timestamp()`` there, and the commit times
+    it wrote), so no clock of this machine enters the measure. An earlier version timed the lag
+    from the monitor's first sight of each position: a lower bound, which read a standby 3 s behind
+    as 0 s behind on a worker's first look, or after an idle spell. The price of the bound: after an
+    idle primary writes again, a replica not yet at the new position reads as far behind until the
+    next look (half a second later) sees it caught up.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
+        self.clock = clock  # schedules the looks and the back-off; the lag uses the primary's clock
         self._lock = threading.Lock()
         self._samples: deque[tuple[float, int]] = deque(maxlen=100_000)
+        self._replayed_look_at: float | None = None
         self.health = ReplicaHealth(ok=True, reason="not checked yet")
         self.checked_at: float | None = None
         self.failures = 0
@@ -133,20 +154,25 @@ class ReplicaMonitor:
             if now < self.down_until:
                 return self.health
             self.checked_at = now
-            self.health = self._measure(now)
+            self.health = self._measure()
             return self.health
         finally:
             self._lock.release()
 
-    def _measure(self, now: float) -> ReplicaHealth:
+    def _measure(self) -> ReplicaHealth:
         try:
-            primary_lsn = _one(primary_alias(), "SELECT pg_current_wal_flush_lsn()::text")
+            primary_lsn, primary_now = _row(
+                primary_alias(),
+                "SELECT pg_current_wal_flush_lsn()::text, extract(epoch FROM clock_timestamp())::float8",
+            )
         except DatabaseError:
             # The primary's trouble is not the replica's: readiness reports it on its own.
             return self.health
         try:
-            in_recovery, replay = _row(
-                replica_alias(), "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
+            in_recovery, replay, replayed_commit_at = _row(
+                replica_alias(),
+                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
+                " extract(epoch FROM pg_last_xact_replay_timestamp())::float8",
             )
         except DatabaseError as exc:
             return self.mark_down(f"unreachable: {error_text(exc)}")
@@ -154,23 +180,39 @@ class ReplicaMonitor:
             return self.mark_down("not a standby: the server is not in recovery (promoted?)")
         self.failures = 0
         primary, replayed = lsn_int(primary_lsn), lsn_int(replay)
-        if not self._samples or primary > self._samples[-1][1]:
-            self._samples.append((now, primary))
-        while self._samples and self._samples[0][1] <= replayed:
-            self._samples.popleft()
-        lag_ms = (now - self._samples[0][0]) * 1000 if self._samples else 0.0
-        health = ReplicaHealth(
-            ok=True, lag_ms=lag_ms, lag_bytes=max(0, primary - replayed), replay_lsn=replay
-        )
-        if lag_ms > self.max_lag_ms:
+        lag_s = self._lag_bound(primary_now, primary, replayed, replayed_commit_at)
+        behind = max(0, primary - replayed)
+        if lag_s is None:
             return ReplicaHealth(
                 ok=False,
-                reason=f"lagging {lag_ms:.0f} ms behind the primary (ceiling {self.max_lag_ms:g} ms)",
-                lag_ms=health.lag_ms,
-                lag_bytes=health.lag_bytes,
+                reason=f"{behind} bytes of WAL behind the primary, for an unknown time (no "
+                "transaction replayed yet): not used until it catches up",
+                lag_bytes=behind,
                 replay_lsn=replay,
             )
-        return health
+        lag_ms = lag_s * 1000
+        if lag_ms > self.max_lag_ms:
+            reason = f"lagging {lag_ms:.0f} ms behind the primary (ceiling {self.max_lag_ms:g} ms)"
+            return ReplicaHealth(
+                ok=False, reason=reason, lag_ms=lag_ms, lag_bytes=behind, replay_lsn=replay
+            )
+        return ReplicaHealth(ok=True, lag_ms=lag_ms, lag_bytes=behind, replay_lsn=replay)
+
+    def _lag_bound(
+        self, now: float, primary: int, replayed: int, replayed_commit_at: float | None
+    ) -> float | None:
+        """Seconds, at most, since the primary flushed the oldest WAL the replica has not replayed
+        (see the class docstring); None when nothing bounds it yet."""
+        if self._samples and self._samples[-1][1] == primary:
+            self._samples[-1] = (now, primary)  # the latest look at this position is the tighter
+        elif not self._samples or primary > self._samples[-1][1]:
+            self._samples.append((now, primary))
+        while self._samples and self._samples[0][1] <= replayed:
+            self._replayed_look_at = self._samples.popleft()[0]
+        if replayed >= primary:
+            return 0.0
+        known = [t for t in (self._replayed_look_at, replayed_commit_at) if t is not None]
+        return max(0.0, now - max(known)) if known else None
 
     def mark_down(self, reason: str) -> ReplicaHealth:
         """Reads leave the replica for a back-off that doubles with each failure in a row."""
@@ -179,12 +221,14 @@ class ReplicaMonitor:
         self.down_until = self.clock() + backoff
         self.checked_at = None
         self.health = ReplicaHealth(ok=False, reason=f"{reason}; retried in {backoff:g} s")
+        logger.warning("replica: %s", self.health.reason)
         _close_quietly(replica_alias())
         return self.health
 
     def reset(self) -> None:
         """Forget everything (tests, and after the replica was rebuilt)."""
         self._samples.clear()
+        self._replayed_look_at = None
         self.health = ReplicaHealth(ok=True, reason="not checked yet")
         self.checked_at = None
         self.failures = 0
