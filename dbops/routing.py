@@ -11,13 +11,19 @@ Active only when ``DATABASES`` has the replica alias (``DBOPS["REPLICA_ALIAS"]``
   primary's WAL insert position (``pg_current_wal_insert_lsn()``) is kept in the user's session.
   That user's reads go to the replica only once ``pg_last_wal_replay_lsn()`` there has reached it;
   until then they go to the primary. Users who wrote nothing read from the replica at once.
+- Read-your-writes when the position cannot be read (the query failed: a killed backend, a
+  failover): the session keeps "primary until" the lag ceiling (plus one health interval) from
+  now instead. Past that, a replica fit to serve reads has replayed the write, since its lag is
+  under the ceiling (next point), so the user is never sent to a replica that lacks their write.
 - Lag ceiling (``DBOPS["REPLICA_MAX_LAG_MS"]``): past it, every read goes to the primary. The lag
   is an upper bound (``ReplicaMonitor``, whose docstring reasons it out), so that the ceiling holds
   from a worker's first look at the standby, not only after it has watched it for a while.
 - A replica that is down, refuses connections, is killed mid-request or cancels a query for a
-  recovery conflict: the request is served from the primary (the middleware runs a request again
-  on the primary when it failed on the replica before writing anything), and the replica is tried
-  again after a back-off that doubles from 1 s up to 30 s.
+  recovery conflict: reads go to the primary, and the replica is tried again after a back-off
+  that doubles from 1 s up to 30 s. The connection is checked when the router picks the replica
+  (Django's health check, run here): a reconnect that fails there sends the read to the primary,
+  where the same failure inside Django's ``cursor()`` would have been an error page. A request
+  that failed on the replica anyway runs again on the primary when that is safe (``dbops.rerun``).
 
 The apps in ``DBOPS["PRIMARY_ONLY_APPS"]`` (sessions, migrations; this project adds its login
 throttle's records) are always read from the primary: the session holds the
@@ -38,8 +44,15 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
+from dbops import rerun
 from dbops.conf import dbops_settings
-from dbops.errors import error_text, sqlstate
+from dbops.errors import (
+    ConnectionLost,
+    connection_broken,
+    connection_lost,
+    error_text,
+    sqlstate,
+)
 
 logger = logging.getLogger("dbops")
 
@@ -52,6 +65,9 @@ READ_ONLY_PREFIXES = ("SELECT", "SHOW", "EXPLAIN", "VALUES")
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTH_INTERVAL_S = 0.5
+
+# Wall-clock time for the "primary until" mark, which other workers (other machines) read.
+wall_clock: Callable[[], float] = time.time
 
 
 def primary_alias() -> str:
@@ -277,10 +293,15 @@ class RequestRouting:
 
     request: Any = None
     pinned_reason: str = ""  # non-empty: every read of this request goes to the primary
-    wrote: bool = False
+    wrote: bool = False  # routed or sent a write: the rest of the request reads from the primary
+    sent_write: bool = False  # sent a statement that may write: the request must not run again
     session_checked: bool = False
     replica_reads: int = 0
     replica_error: BaseException | None = None
+    lost_alias: str | None = None  # a connection that broke under one of this request's statements
+    view_started: bool = False
+    view_rerun: bool | None = None  # the view's own word (``dbops.rerun``), if it gave one
+    reruns: int = 0
     notes: list[str] = field(default_factory=list)
 
     def pin(self, reason: str) -> None:
@@ -295,10 +316,17 @@ def current() -> RequestRouting | None:
     return _current.get()
 
 
-def _session_lsn_caught_up(state: RequestRouting) -> bool:
-    """Has the replica replayed this user's last write? Forgets the position once it has."""
+def _session_caught_up(state: RequestRouting) -> bool:
+    """Has the replica replayed this user's last writes? Forgets each mark once it has."""
     session = getattr(state.request, "session", None)
-    lsn = session.get(dbops_settings.SESSION_LSN_KEY) if session is not None else None
+    if session is None:
+        return True
+    until = session.get(dbops_settings.SESSION_PRIMARY_UNTIL_KEY)
+    if until is not None:
+        if wall_clock() < until:
+            return False
+        session.pop(dbops_settings.SESSION_PRIMARY_UNTIL_KEY, None)
+    lsn = session.get(dbops_settings.SESSION_LSN_KEY)
     if not lsn:
         return True
     try:
@@ -309,6 +337,24 @@ def _session_lsn_caught_up(state: RequestRouting) -> bool:
     if caught_up:
         session.pop(dbops_settings.SESSION_LSN_KEY, None)
     return bool(caught_up)
+
+
+def _replica_connected() -> bool:
+    """Connect to the replica, or check the connection kept from an earlier request, now.
+
+    Django checks a persistent connection (``CONN_HEALTH_CHECKS``) and reconnects inside
+    ``cursor()``, after the router has chosen: a standby that went away then fails the query
+    where nothing can send it to the primary. Run here, the same check and reconnect fail while
+    the primary can still be chosen, and the later ``cursor()`` skips its check (done once per
+    request)."""
+    replica = connections[replica_alias()]
+    try:
+        replica.close_if_health_check_failed()
+        replica.ensure_connection()
+    except DatabaseError as exc:
+        monitor.mark_down(f"unreachable: {error_text(exc)}")
+        return False
+    return True
 
 
 def replica_allowed(state: RequestRouting | None) -> bool:
@@ -322,15 +368,12 @@ def replica_allowed(state: RequestRouting | None) -> bool:
         return False
     if not monitor.usable():
         return False
-    try:
-        connections[replica_alias()].ensure_connection()
-    except DatabaseError as exc:
-        monitor.mark_down(f"unreachable: {error_text(exc)}")
+    if not _replica_connected():
         state.pin("replica unreachable")
         return False
     if not state.session_checked:
         state.session_checked = True
-        if not _session_lsn_caught_up(state):
+        if not _session_caught_up(state):
             state.pin("read-your-writes: the replica has not replayed this user's last write")
             return False
     return not state.pinned_reason
@@ -369,22 +412,43 @@ class ReplicaRouter:
         return db == primary_alias()
 
 
+def _as_connection_failure(exc: DatabaseError, connection) -> DatabaseError:
+    """``ConnectionLost`` in place of an error psycopg raised while its connection broke, whatever
+    it called it (``dbops.errors``); any other error as it is."""
+    if isinstance(exc, OperationalError | InterfaceError) or not connection_broken(connection):
+        return exc
+    lost = ConnectionLost(f"the connection broke during the statement: {error_text(exc)}")
+    lost.__cause__ = exc
+    return lost
+
+
 def observe(execute, sql, params, many, context):
-    """Execute wrapper on every connection: notes a request's writes on the primary (raw SQL
-    included, which no router sees) and the replica's failures."""
+    """Execute wrapper on every connection: raises ``ConnectionLost`` for a statement whose
+    connection broke, and notes a request's writes (raw SQL included, which no router sees),
+    the replica's failures and the connections lost under it."""
     state = _current.get()
-    if state is None:
-        return execute(sql, params, many, context)
-    alias = context["connection"].alias
-    if alias == primary_alias() and not state.wrote:
+    connection = context["connection"]
+    alias = connection.alias
+    if state is not None and alias != replica_alias() and not state.sent_write:
         if not sql.lstrip().upper().startswith(READ_ONLY_PREFIXES):
-            state.wrote = True
+            state.wrote = state.sent_write = True
     try:
         return execute(sql, params, many, context)
     except DatabaseError as exc:
-        if alias == replica_alias() and is_replica_failure(exc):
+        failure = _as_connection_failure(exc, connection)
+        if state is not None:
+            _note_failure(state, alias, failure)
+        if failure is exc:
+            raise
+        raise failure from exc
+
+
+def _note_failure(state: RequestRouting, alias: str, exc: BaseException) -> None:
+    if alias == replica_alias():
+        if is_replica_failure(exc):
             state.replica_error = exc
-        raise
+    elif connection_lost(exc) and state.lost_alias is None:
+        state.lost_alias = alias
 
 
 def observe_connection(connection, **kwargs) -> None:
@@ -394,10 +458,15 @@ def observe_connection(connection, **kwargs) -> None:
 
 
 def write_position() -> str | None:
-    """The primary's WAL insert position now: what a reader of this user's writes must wait for."""
+    """The primary's WAL insert position now: what a reader of this user's writes must wait for.
+    None when it cannot be read; the connection is closed then, since a broken one would fail the
+    session's save too, and with it the mark that replaces the position."""
     try:
         return _one(primary_alias(), "SELECT pg_current_wal_insert_lsn()::text")
-    except DatabaseError:
+    except DatabaseError as exc:
+        logger.warning("read-your-writes: the WAL position is unknown (%s)", error_text(exc))
+        if not connections[primary_alias()].in_atomic_block:
+            _close_quietly(primary_alias())
         return None
 
 
@@ -412,23 +481,62 @@ def request_end(token) -> None:
     _current.reset(token)
 
 
+def view_starts(state: RequestRouting | None, view_func) -> None:
+    """The view is about to run: from now on, running the request again runs the view again."""
+    if state is not None:
+        state.view_started = True
+        state.view_rerun = rerun.view_policy(view_func)
+
+
 def remember_writes(state: RequestRouting) -> None:
-    """After a request that wrote: keep the primary's WAL position in the user's session."""
+    """After a request that wrote: keep the primary's WAL position in the user's session, or, when
+    it cannot be read, keep the user's reads on the primary until the lag ceiling has passed."""
     session = getattr(state.request, "session", None)
-    if not state.wrote or session is None:
+    if not state.wrote or session is None or not replica_configured():
         return
     lsn = write_position()
     if lsn is not None:
         session[dbops_settings.SESSION_LSN_KEY] = lsn
+        return
+    # Past the ceiling, a replica fit to serve reads has replayed this write; one health interval
+    # more, since a worker may act on a look taken that long ago.
+    until = wall_clock() + dbops_settings.REPLICA_MAX_LAG_MS / 1000 + HEALTH_INTERVAL_S
+    session[dbops_settings.SESSION_PRIMARY_UNTIL_KEY] = max(
+        until, session.get(dbops_settings.SESSION_PRIMARY_UNTIL_KEY) or 0
+    )
 
 
-def failed_on_replica(state: RequestRouting, status_code: int) -> bool:
-    """Did the request fail because of the replica, before any write (so it may run again)?"""
-    return status_code >= 500 and state.replica_error is not None and not state.wrote
+def rerun_needed(state: RequestRouting, status_code: int) -> bool:
+    """Did the request fail because of its connection (the replica failed, or a connection broke
+    under a statement) before it sent anything that may write? Then running it again may succeed."""
+    return (
+        status_code >= 500
+        and not state.sent_write
+        and not state.reruns
+        and (state.replica_error is not None or state.lost_alias is not None)
+    )
 
 
-def retry_on_primary(state: RequestRouting) -> None:
-    """Ready the request to run again with every read on the primary."""
-    monitor.mark_down(f"failed mid-request: {error_text(state.replica_error)}")
-    state.replica_error = None
-    state.pin("the replica failed during this request")
+def rerun_planned(state: RequestRouting | None, status_code: int = 503) -> bool:
+    """Will the request run again (needed, and safe to repeat)?"""
+    if state is None or not rerun_needed(state, status_code):
+        return False
+    method = getattr(state.request, "method", "GET")
+    return rerun.allowed(method, view_started=state.view_started, view_rerun=state.view_rerun)
+
+
+def recover(state: RequestRouting) -> str:
+    """After a failure that ``rerun_needed`` saw: leave the replica alone for its back-off, close
+    the broken connection, and ready the state for a second run; returns what failed."""
+    failed = []
+    if state.replica_error is not None:
+        failed.append(f"the replica failed mid-request: {error_text(state.replica_error)}")
+        monitor.mark_down(f"failed mid-request: {error_text(state.replica_error)}")
+        state.pin("the replica failed during this request")
+    if state.lost_alias is not None:
+        failed.append(f"the connection to {state.lost_alias!r} broke")
+        _close_quietly(state.lost_alias)
+    state.replica_error = state.lost_alias = None
+    state.view_started, state.view_rerun = False, None
+    state.reruns += 1
+    return "; ".join(failed)

@@ -29,6 +29,11 @@ WSGI_APPLICATION = "config.wsgi.application"
 
 # DATABASES
 # ------------------------------------------------------------------------------
+# Where the embedded development server keeps its data (manage.py embedded_db reads it too); CI
+# points it elsewhere to run the tests on another PostgreSQL major (EMBEDDED_PG_BIN_DIR).
+EMBEDDED_PGDATA = Path(env.str("EMBEDDED_PG_DATA", default=str(BASE_DIR / ".pgdata")))
+
+
 def databases(*, embedded: bool) -> dict:
     """DATABASES from DATABASE_URL. With ``embedded`` (local and test settings only) an unset
     DATABASE_URL starts (or finds) the development server under .pgdata/ instead; production passes
@@ -40,14 +45,14 @@ def databases(*, embedded: bool) -> dict:
         def embedded_url() -> str:
             from devdb import embedded as server
 
-            return server.database_url(BASE_DIR / ".pgdata", autostart=autostart)
+            return server.database_url(EMBEDDED_PGDATA, autostart=autostart)
 
         if env.bool("EMBEDDED_PG_REPLICA", default=False):
 
             def embedded_replica_url() -> str:
                 from devdb import embedded as server
 
-                return server.replica_url(BASE_DIR / ".pgdata", autostart=autostart)
+                return server.replica_url(EMBEDDED_PGDATA, autostart=autostart)
 
     return database_settings(
         env.ENVIRON, embedded_url=embedded_url, embedded_replica_url=embedded_replica_url
@@ -122,7 +127,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     # After the sessions (it keeps a writer's WAL position there), before anything reads the
-    # database for the request: which server serves this request's reads.
+    # database for the request: which server serves this request's reads, and a second run of a
+    # request that failed for its connection before it wrote anything, when safe to repeat.
     "dbops.middleware.ReplicaRoutingMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
