@@ -1,13 +1,15 @@
 import logging
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.db import InterfaceError, OperationalError, connections
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.template.response import TemplateResponse
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
 
-from dbops import routing
-from dbops.errors import connection_lost
+from dbops import rerun, routing
+from dbops.errors import connection_lost, error_text
 from dbops.instrumentation import QueryStats, track_queries
 
 logger = logging.getLogger("dbops")
@@ -212,3 +214,50 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         if isinstance(exception, OperationalError | InterfaceError) or connection_lost(exception):
             return database_unavailable_response(request, exception).render()
         return None
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's ``SessionMiddleware``, except when the session's save fails on a lost connection.
+
+    The save runs after the view has answered, so whatever the view did is done: a transfer has
+    committed. Django answers that failure with ``SessionInterrupted``, a 400 whose page says
+    nothing was done. Here the save is tried once more on a fresh connection (saving a session
+    twice is harmless), which keeps the view's own answer and the session's read-your-writes mark;
+    if that fails too, the answer is a 503 that says the request may have been carried out and
+    links to where to check (the page the view redirected to, or the page itself). A save that
+    fails for any other reason (the session was deleted meanwhile) is left to Django.
+    """
+
+    def process_response(self, request, response):
+        try:
+            return super().process_response(request, response)
+        except (SessionInterrupted, DatabaseError) as exc:
+            if not connection_lost(exc):
+                raise
+            logger.warning("session save: %s; trying again on a fresh connection", error_text(exc))
+        _close_broken_connections()
+        try:
+            return super().process_response(request, response)
+        except (SessionInterrupted, DatabaseError) as exc:
+            if not connection_lost(exc):
+                raise
+            logger.error("session save failed after the view answered", exc_info=exc)
+        return unavailable_response(
+            request, maybe_applied=True, check_url=_where_to_check(request, response)
+        ).render()
+
+
+def _where_to_check(request, response) -> str | None:
+    if response.status_code in (301, 302, 303, 307, 308) and response.has_header("Location"):
+        return response["Location"]
+    if request.method in rerun.SAFE_METHODS:
+        return request.get_full_path()
+    return None
+
+
+def _close_broken_connections() -> None:
+    """Close the connections whose psycopg connection is closed, so the next use reconnects."""
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        if raw is not None and raw.closed and not connection.in_atomic_block:
+            connection.close()

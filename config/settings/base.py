@@ -123,7 +123,9 @@ MIDDLEWARE = [
     # Before anything reads the session, the user or the form data: a NUL byte is a 400 here.
     "core.middleware.RejectNulBytesMiddleware",
     "csp.middleware.CSPMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's, except that a save failing on a lost connection is tried again, then answered with a
+    # page that does not claim nothing was done (the view's work has committed by then).
+    "dbops.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     # After the sessions (it keeps a writer's WAL position there), before anything reads the

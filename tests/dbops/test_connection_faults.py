@@ -1,5 +1,6 @@
 """Connections that break under a request, on real servers: a dead server connection handed over
-by a real PgBouncer (Debian's pgbouncer, with PgBouncer's own server_check_delay)."""
+by a real PgBouncer (Debian's pgbouncer, with PgBouncer's own server_check_delay), and a backend
+killed while the session is saved after a transfer has committed."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from accounts.views import transfer_create_view
 from dbops.rerun import idempotent
 from tests.conftest import pgbouncer_required
 from tests.factories import account_create, user_create
-from tests.helpers import database_url, default_through_pgbouncer, server_pid
+from tests.helpers import database_url, default_through_pgbouncer, raw_connection, server_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -162,3 +163,55 @@ def test_a_page_whose_server_connection_died_is_served_on_a_fresh_one(pooled, al
         response = client.get("/accounts/")
     assert dies.fired
     assert response.status_code == 200 and b"Spending" in response.content
+
+
+def killed_at_session_save(times: int):
+    """An execute wrapper: terminates the connection's backend just before each of the first
+    ``times`` saves of a session (from another connection, as a crash or a failover would)."""
+    kills = []
+
+    def wrapper(execute, sql, params, many, context):
+        if 'UPDATE "django_session"' in sql and len(kills) < times:
+            kills.append(server_pid())
+            with raw_connection() as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [kills[-1]])
+        return execute(sql, params, many, context)
+
+    wrapper.kills = kills
+    return wrapper
+
+
+@pytest.fixture
+def writer(alice, replica):
+    """With the replica configured, a transfer puts its WAL position in the session: the session
+    is saved after the view has answered."""
+    user, source, target = alice
+    replica.catch_up()
+    return logged_in(user), source, target
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "replica"])
+def test_a_session_save_killed_after_a_transfer_is_saved_again_and_the_redirect_kept(writer):
+    client, source, target = writer
+    killed = killed_at_session_save(times=1)
+    with connection.execute_wrapper(killed):
+        response = client.post("/accounts/transfers/new/", transfer_form(source, target))
+    assert len(killed.kills) == 1
+    assert response.status_code == 302 and response["Location"] == "/accounts/transfers/"
+    assert Transfer.objects.count() == 1
+    assert balances(source, target) == [Decimal("90.00"), Decimal("10.00")]
+    assert "_dbops_wal_lsn" in client.session  # the session's save went through
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "replica"])
+def test_a_session_save_that_keeps_failing_after_a_transfer_never_says_nothing_was_done(writer):
+    client, source, target = writer
+    killed = killed_at_session_save(times=2)
+    with connection.execute_wrapper(killed):
+        response = client.post("/accounts/transfers/new/", transfer_form(source, target))
+    assert len(killed.kills) == 2
+    assert Transfer.objects.count() == 1  # committed before the session's save
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert "may have been carried out" in page and "nothing" not in page.lower()
+    assert '<a href="/accounts/transfers/">Check here</a>' in page
