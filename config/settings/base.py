@@ -29,11 +29,6 @@ WSGI_APPLICATION = "config.wsgi.application"
 
 # DATABASES
 # ------------------------------------------------------------------------------
-# Where the embedded development server keeps its data (manage.py embedded_db reads it too); CI
-# points it elsewhere to run the tests on another PostgreSQL major (EMBEDDED_PG_BIN_DIR).
-EMBEDDED_PGDATA = Path(env.str("EMBEDDED_PG_DATA", default=str(BASE_DIR / ".pgdata")))
-
-
 def databases(*, embedded: bool) -> dict:
     """DATABASES from DATABASE_URL. With ``embedded`` (local and test settings only) an unset
     DATABASE_URL starts (or finds) the development server under .pgdata/ instead; production passes
@@ -45,14 +40,14 @@ def databases(*, embedded: bool) -> dict:
         def embedded_url() -> str:
             from devdb import embedded as server
 
-            return server.database_url(EMBEDDED_PGDATA, autostart=autostart)
+            return server.database_url(BASE_DIR / ".pgdata", autostart=autostart)
 
         if env.bool("EMBEDDED_PG_REPLICA", default=False):
 
             def embedded_replica_url() -> str:
                 from devdb import embedded as server
 
-                return server.replica_url(EMBEDDED_PGDATA, autostart=autostart)
+                return server.replica_url(BASE_DIR / ".pgdata", autostart=autostart)
 
     return database_settings(
         env.ENVIRON, embedded_url=embedded_url, embedded_replica_url=embedded_replica_url
@@ -119,6 +114,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so the counts include every query the request runs, middleware included.
     "dbops.middleware.QueryCountMiddleware",
+    # Before anything that logs: every log line of the request carries its id (the counter logs
+    # nothing; local.py and test.py insert their own after the counter, MIDDLEWARE[0]).
+    "config.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads the session, the user or the form data: a NUL byte is a 400 here.
     "core.middleware.RejectNulBytesMiddleware",
@@ -217,12 +215,25 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # LOGGING
 # ------------------------------------------------------------------------------
+# To stderr, each line with its request's id (config/request_id.py). Django's own errors too: by
+# default a 500's traceback (logger django.request) goes only to mail_admins, and to the console
+# only with DEBUG, so a production server without ADMINS logged nothing.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",  # stderr
+            "formatter": "plain",
+            "filters": ["request_id"],
+        }
+    },
     "loggers": {
         "dbops": {"handlers": ["console"], "level": env.str("DBOPS_LOG_LEVEL", default="WARNING")},
+        "django": {"handlers": ["console"], "level": "WARNING"},
     },
 }
