@@ -216,6 +216,30 @@ def test_an_unreachable_replica_is_skipped_and_reported(alice, clock):
     assert routing.monitor.failures == 2
 
 
+def test_the_back_off_doubles_from_1_s_up_to_30_s_and_a_success_resets_it(alice, clock, settings):
+    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 60_000}  # lag is not the point here
+    saved = dict(connections["replica"].settings_dict)
+    connections["replica"].close()
+    connections["replica"].settings_dict.update(HOST="127.0.0.1", PORT="1")
+    backoffs = []
+    for _ in range(8):
+        assert not routing.monitor.usable()  # tried, refused, backed off
+        backoffs.append(routing.monitor.down_until - clock.now)
+        tries = routing.monitor.failures
+        clock.now = routing.monitor.down_until - 0.001
+        assert not routing.monitor.usable() and routing.monitor.failures == tries  # not tried
+        clock.now = routing.monitor.down_until
+    assert backoffs == [1, 2, 4, 8, 16, 30, 30, 30]
+
+    connections["replica"].settings_dict.update(saved)  # the standby is back
+    assert routing.monitor.usable() and routing.monitor.failures == 0
+    connections["replica"].close()
+    connections["replica"].settings_dict.update(HOST="127.0.0.1", PORT="1")
+    clock.now += routing.HEALTH_INTERVAL_S
+    assert not routing.monitor.usable()
+    assert routing.monitor.down_until - clock.now == 1  # starts over at 1 s
+
+
 def test_a_replica_killed_mid_request_is_served_from_the_primary(alice, replica):
     user, _ = alice
     client = logged_in(user)
