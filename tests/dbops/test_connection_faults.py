@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -67,12 +68,24 @@ def _kill_once_forwarded(bouncer, direct: str, pid: int) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
+def local_backend(pid: int) -> None:
+    """The test stops and resumes a backend with signals: only a process of this machine that is
+    that backend (its title names the database), never a pid of a server elsewhere."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        title = ""
+    if not (title.startswith("postgres: ") and connection.settings_dict["NAME"] in title):
+        pytest.skip(f"backend {pid} is not a process of this machine: the server is elsewhere")
+
+
 def dead_when_handed_over(pooled, *, in_transaction: bool):
     """An execute wrapper: before the first statement (inside a transaction, or any), the pooled
     server connection's backend is stopped (SIGSTOP); once PgBouncer has handed it over to this
     client, with the statement (or the transaction's BEGIN) sent on, it is terminated and let go.
     It dies answering: the race a kill under load hits between PgBouncer's checks."""
     pid = server_pid()
+    local_backend(pid)
     fired = []
 
     def wrapper(execute, sql, params, many, context):
