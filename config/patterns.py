@@ -125,8 +125,10 @@ PATTERNS: tuple[Pattern, ...] = (
         "With DATABASE_REPLICA_URL (or EMBEDDED_PG_REPLICA=true), a request's reads go to the "
         "replica; writes, transactions, commands and migrations to the primary. After a user "
         "writes, that user reads from the primary until the replica has replayed the write's WAL "
-        "position; past DB_REPLICA_MAX_LAG_MS, or with the replica down, every read goes to the "
-        "primary. X-DB-Replica-Query-Count and the footer show where the queries went.",
+        "position (or, when that position cannot be read, until the lag ceiling has passed); past "
+        "DB_REPLICA_MAX_LAG_MS (an upper bound of the lag, from a worker's first look), or with "
+        "the replica down, every read goes to the primary. X-DB-Replica-Query-Count and the "
+        "footer show where the queries went.",
         (
             "dbops/routing.py ReplicaRouter, ReplicaMonitor",
             "dbops/middleware.py ReplicaRoutingMiddleware",
@@ -177,6 +179,35 @@ PATTERNS: tuple[Pattern, ...] = (
             "config/toolbar.py show_toolbar",
         ),
         (Live("stop the database, then reload a page", command="make stopdb"),),
+    ),
+    Pattern(
+        "request-rerun",
+        "dbops",
+        "A request whose connection failed runs again, when that is safe",
+        "A request that failed on the replica, or whose connection broke under a statement (a "
+        "killed backend, a dead server connection from PgBouncer), before it sent any write, runs "
+        "again on the primary or a fresh connection: for safe methods and views marked "
+        "@idempotent; the others get a 503 that says nothing was saved. A session save lost after "
+        "the view answered is tried again, and never reported as 'nothing was done'.",
+        (
+            "dbops/rerun.py idempotent, not_idempotent",
+            "dbops/middleware.py ReplicaRoutingMiddleware, SessionMiddleware",
+            "dbops/errors.py connection_lost, ConnectionLost",
+        ),
+        (Live("kill a backend (pg_terminate_backend), then reload a page", command="make run"),),
+    ),
+    Pattern(
+        "request-id-logging",
+        "dbops",
+        "Errors on stderr with the request's id",
+        "Every log line of a request carries its id (a sane incoming X-Request-ID, else a new "
+        "one), echoed in the response's X-Request-ID; a 500's traceback goes to stderr, not only "
+        "to mail_admins.",
+        (
+            "config/request_id.py RequestIdMiddleware, RequestIdFilter",
+            "config/settings/base.py LOGGING",
+        ),
+        (Live("the X-Request-ID header of any page", url_name="home"),),
     ),
     Pattern(
         "retry",

@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "PRIMARY_ONLY_APPS": ("sessions", "migrations"),
     # The session key holding the WAL position of a user's last write (read-your-writes).
     "SESSION_LSN_KEY": "_dbops_wal_lsn",
+    # The session key holding "read from the primary until" (a Unix time) after a write whose WAL
+    # position could not be read: the lag ceiling from then, plus one health interval.
+    "SESSION_PRIMARY_UNTIL_KEY": "_dbops_primary_until",
     # Queries slower than this (milliseconds) are logged with their SQL by the "dbops" logger.
     "SLOW_QUERY_MS": 500,
     # Web worker processes, for the pool-sizing check (dbops.W001): workers x connections per

@@ -2,7 +2,9 @@ import functools
 import logging
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.db import InterfaceError, OperationalError, connections
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -10,8 +12,9 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
 
-from dbops import routing
+from dbops import rerun, routing
 from dbops.conf import dbops_settings
+from dbops.errors import connection_lost, error_text
 from dbops.instrumentation import QueryStats, track_queries
 
 logger = logging.getLogger("dbops")
@@ -146,58 +149,152 @@ class QueryCountMiddleware(SyncAndAsyncMiddleware):
 
 
 class ReplicaRoutingMiddleware(SyncAndAsyncMiddleware):
-    """Which server serves this request's reads (``dbops.routing``): opens the request's routing
-    state, runs a request that failed on the replica again on the primary (when it had written
-    nothing), and keeps a writer's WAL position in the session for read-your-writes.
+    """Which server serves this request's reads (``dbops.routing``), and a second run when the
+    first failed for its connection: on the replica, or on a connection that broke under a
+    statement (a killed backend; a dead server connection PgBouncer handed over), before the
+    request sent anything that may write. The second run reads from the primary, on a fresh
+    connection. Only requests safe to repeat run again (``dbops.rerun``: safe methods, views
+    marked ``@idempotent``); the others are answered 503, "nothing was saved", rather than run
+    twice. Last, it keeps a writer's WAL position in the session for read-your-writes.
 
-    Sync and async, like every middleware here. Without a ``replica`` alias it only passes the
-    request on.
+    Sync and async, like every middleware here. Without a ``replica`` alias it routes nothing, and
+    still runs a request again after a broken connection.
     """
 
     def __call__(self, request):
         if self.is_async:
             return self.__acall__(request)
-        if not routing.replica_configured():
-            return self.get_response(request)
         state, token = routing.request_begin(request)
         try:
             response = self.get_response(request)
-            if routing.failed_on_replica(state, response.status_code):
-                routing.retry_on_primary(state)
-                response = self.get_response(request)
+            if routing.rerun_needed(state, response.status_code):
+                response = self._refusal(request, state) or self.get_response(request)
             routing.remember_writes(state)
         finally:
             routing.request_end(token)
         return response
 
     async def __acall__(self, request):
-        if not routing.replica_configured():
-            return await self.get_response(request)
         state, token = routing.request_begin(request)
         try:
             response = await self.get_response(request)
-            if routing.failed_on_replica(state, response.status_code):
-                await sync_to_async(routing.retry_on_primary)(state)
-                response = await self.get_response(request)
-            await sync_to_async(routing.remember_writes)(state)
+            if routing.rerun_needed(state, response.status_code):
+                refusal = await sync_to_async(self._refusal)(request, state)
+                response = refusal or await self.get_response(request)
+            if state.wrote and routing.replica_configured():
+                await sync_to_async(routing.remember_writes)(state)
         finally:
             routing.request_end(token)
         return response
 
+    @staticmethod
+    def _refusal(request, state):
+        """Recover from the failure; None when the request may run again, else the 503 page."""
+        allowed = routing.rerun_planned(state)
+        failed = routing.recover(state)
+        if allowed:
+            logger.warning("%s %s: %s; running it again", request.method, request.path, failed)
+            return None
+        logger.warning(
+            "%s %s: %s; not run again (not safe to repeat): 503",
+            request.method,
+            request.path,
+            failed,
+        )
+        return unavailable_response(request, maybe_applied=False).render()
 
-def database_unavailable_response(request, exc: Exception) -> TemplateResponse:
-    logger.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    response = TemplateResponse(request, dbops_settings.UNAVAILABLE_TEMPLATE, status=503)
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        if self.is_async:
+            # Django would run a sync process_view in a thread, a hop for every request.
+            self.process_view = self._aprocess_view
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        routing.view_starts(routing.current(), view_func)
+
+    async def _aprocess_view(self, request, view_func, view_args, view_kwargs):
+        routing.view_starts(routing.current(), view_func)
+
+
+def unavailable_response(
+    request, *, maybe_applied: bool, check_url: str | None = None
+) -> TemplateResponse:
+    """The 503 page. It says what is true: nothing was saved (no write was sent), or the request
+    may have been carried out (a write was sent, or the session could not be saved after the view
+    answered), with a link to where the person can check."""
+    response = TemplateResponse(
+        request,
+        dbops_settings.UNAVAILABLE_TEMPLATE,
+        {"maybe_applied": maybe_applied, "check_url": check_url},
+        status=503,
+    )
     response["Retry-After"] = "5"
     return response
 
 
+def database_unavailable_response(request, exc: Exception) -> TemplateResponse:
+    """503 for a database failure. Logged with its traceback, unless the request is about to run
+    again (``ReplicaRoutingMiddleware`` logs that as a warning: a failure the person never sees)."""
+    state = routing.current()
+    if not routing.rerun_planned(state):
+        logger.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    return unavailable_response(request, maybe_applied=bool(state and state.sent_write))
+
+
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
-    """A database that is down or overloaded is a plain 503 page, never a traceback.
+    """A database that is down or overloaded, or a connection lost, is a plain 503 page, never a
+    traceback.
 
     ``MiddlewareMixin`` makes it sync and async: Django calls ``process_exception`` either way."""
 
     def process_exception(self, request, exception):
-        if isinstance(exception, OperationalError | InterfaceError):
+        if isinstance(exception, OperationalError | InterfaceError) or connection_lost(exception):
             return database_unavailable_response(request, exception).render()
         return None
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's ``SessionMiddleware``, except when the session's save fails on a lost connection.
+
+    The save runs after the view has answered, so whatever the view did is done: a transfer has
+    committed. Django answers that failure with ``SessionInterrupted``, a 400 whose page says
+    nothing was done. Here the save is tried once more on a fresh connection (saving a session
+    twice is harmless), which keeps the view's own answer and the session's read-your-writes mark;
+    if that fails too, the answer is a 503 that says the request may have been carried out and
+    links to where to check (the page the view redirected to, or the page itself). A save that
+    fails for any other reason (the session was deleted meanwhile) is left to Django.
+    """
+
+    def process_response(self, request, response):
+        try:
+            return super().process_response(request, response)
+        except (SessionInterrupted, DatabaseError) as exc:
+            if not connection_lost(exc):
+                raise
+            logger.warning("session save: %s; trying again on a fresh connection", error_text(exc))
+        _close_broken_connections()
+        try:
+            return super().process_response(request, response)
+        except (SessionInterrupted, DatabaseError) as exc:
+            if not connection_lost(exc):
+                raise
+            logger.error("session save failed after the view answered", exc_info=exc)
+        return unavailable_response(
+            request, maybe_applied=True, check_url=_where_to_check(request, response)
+        ).render()
+
+
+def _where_to_check(request, response) -> str | None:
+    if response.status_code in (301, 302, 303, 307, 308) and response.has_header("Location"):
+        return response["Location"]
+    if request.method in rerun.SAFE_METHODS:
+        return request.get_full_path()
+    return None
+
+
+def _close_broken_connections() -> None:
+    """Close the connections whose psycopg connection is closed, so the next use reconnects."""
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        if raw is not None and raw.closed and not connection.in_atomic_block:
+            connection.close()

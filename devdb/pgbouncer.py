@@ -61,7 +61,13 @@ def _free_port() -> int:
 
 
 def _config(
-    base: Path, port: int, server_host: str, server_port: int, pool_size: int, user: str
+    base: Path,
+    port: int,
+    server_host: str,
+    server_port: int,
+    pool_size: int,
+    user: str,
+    server_check_delay: int = 0,
 ) -> str:
     return f"""[databases]
 * = host={server_host} port={server_port}
@@ -80,7 +86,7 @@ reserve_pool_size = 0
 max_client_conn = 1000
 max_db_connections = {pool_size}
 server_reset_query =
-server_check_delay = 0
+server_check_delay = {server_check_delay}
 ignore_startup_parameters = extra_float_digits
 logfile = {base / "pgbouncer.log"}
 pidfile = {base / "pgbouncer.pid"}
@@ -95,16 +101,21 @@ def running(
     pool_size: int = 2,
     user: str = SUPERUSER,
     timeout: float = 15,
+    server_check_delay: int = 0,
 ) -> Iterator[PgBouncer]:
     """PgBouncer (transaction pooling, ``pool_size`` server connections per database and user) in
-    front of the server at ``server_host``:``server_port``; stopped and removed afterwards."""
+    front of the server at ``server_host``:``server_port``; stopped and removed afterwards.
+
+    ``server_check_delay`` 0 (here the default): PgBouncer checks every server connection before
+    handing it over, which hides most killed backends; PgBouncer's own default, 30 s, is what a
+    production pooler runs with."""
     executable = binary()
     base = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     run_as = _run_as()
     port = _free_port()
     (base / "users.txt").write_text(f'"{user}" ""\n')
     (base / "pgbouncer.ini").write_text(
-        _config(base, port, server_host, server_port, pool_size, user)
+        _config(base, port, server_host, server_port, pool_size, user, server_check_delay)
     )
     if run_as:
         _make_traversable(base)

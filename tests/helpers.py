@@ -48,6 +48,30 @@ def raw_connection(*, autocommit: bool = True, **kwargs) -> psycopg.Connection:
     return psycopg.connect(database_url(), autocommit=autocommit, **kwargs)
 
 
+@contextmanager
+def default_through_pgbouncer(**running_options):
+    """The default connection through a real PgBouncer in transaction mode in front of the test
+    server (``devdb.pgbouncer.running(**running_options)``), with the DB_PGBOUNCER=true profile;
+    yields the PgBouncer, and puts the connection back afterwards."""
+    from dbops.pooling import pgbouncer_profile
+    from devdb import pgbouncer
+
+    saved = dict(connection.settings_dict)
+    with pgbouncer.running(
+        str(saved["HOST"]), int(saved["PORT"] or 5432), **running_options
+    ) as bouncer:
+        connection.close()
+        connection.settings_dict["OPTIONS"] = dict(saved["OPTIONS"])
+        connection.settings_dict.update(HOST=bouncer.host, PORT=str(bouncer.port))
+        pgbouncer_profile(connection.settings_dict)
+        try:
+            yield bouncer
+        finally:
+            connection.close()
+            connection.settings_dict.clear()
+            connection.settings_dict.update(saved)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

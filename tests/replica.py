@@ -4,6 +4,8 @@ it to catch up, kill its backends."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from django.db import connections
@@ -47,3 +49,21 @@ class Replica:
     def value(self, sql: str, params=()):
         with self.connect() as conn:
             return conn.execute(sql, params).fetchone()[0]
+
+    @contextmanager
+    def killed_at(self, sql_fragment: str) -> Iterator[list[int]]:
+        """Inside the block, the replica connection's backend is terminated (from another
+        connection, as a crash or a recovery conflict would) just before the first statement
+        containing ``sql_fragment``; yields the pids killed."""
+        killed: list[int] = []
+
+        def kill(execute, sql, params, many, context):
+            if context["connection"].alias == "replica" and sql_fragment in sql and not killed:
+                killed.append(context["connection"].connection.info.backend_pid)
+                with self.connect() as other:
+                    other.execute("SELECT pg_terminate_backend(%s)", [killed[0]])
+            return execute(sql, params, many, context)
+
+        connections["replica"].ensure_connection()
+        with connections["replica"].execute_wrapper(kill):
+            yield killed

@@ -133,17 +133,23 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so the counts include every query the request runs, middleware included.
     "dbops.middleware.QueryCountMiddleware",
+    # Before anything that logs: every log line of the request carries its id (the counter logs
+    # nothing; local.py and test.py insert their own after the counter, MIDDLEWARE[0]).
+    "config.request_id.RequestIdMiddleware",
     # /health/live answered before anything that may read the database (the session, the user).
     "dbops.middleware.LivenessMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads the session, the user or the form data: a NUL byte is a 400 here.
     "core.middleware.RejectNulBytesMiddleware",
     "csp.middleware.CSPMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's, except that a save failing on a lost connection is tried again, then answered with a
+    # page that does not claim nothing was done (the view's work has committed by then).
+    "dbops.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     # After the sessions (it keeps a writer's WAL position there), before anything reads the
-    # database for the request: which server serves this request's reads.
+    # database for the request: which server serves this request's reads, and a second run of a
+    # request that failed for its connection before it wrote anything, when safe to repeat.
     "dbops.middleware.ReplicaRoutingMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -232,12 +238,25 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # LOGGING
 # ------------------------------------------------------------------------------
+# To stderr, each line with its request's id (config/request_id.py). Django's own errors too: by
+# default a 500's traceback (logger django.request) goes only to mail_admins, and to the console
+# only with DEBUG, so a production server without ADMINS logged nothing.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",  # stderr
+            "formatter": "plain",
+            "filters": ["request_id"],
+        }
+    },
     "loggers": {
         "dbops": {"handlers": ["console"], "level": env.str("DBOPS_LOG_LEVEL", default="WARNING")},
+        "django": {"handlers": ["console"], "level": "WARNING"},
     },
 }

@@ -8,6 +8,7 @@ counts the pause. Without a replica, nothing to wait for.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -27,10 +28,14 @@ def threshold_ms(plan: BackfillPlan) -> float:
 
 
 def replica_lag_ms() -> float | None:
-    """The replica's lag now (dbops.routing's measure); None without a usable replica."""
+    """The replica's lag now (dbops.routing's measure); None without a usable replica; infinite
+    while it is behind for a time the monitor cannot bound yet."""
     if not routing.replica_configured():
         return None
-    return routing.monitor.refresh().lag_ms
+    health = routing.monitor.refresh()
+    if health.lag_ms is None and health.lag_bytes:
+        return math.inf
+    return health.lag_ms
 
 
 def wait_for_replica(

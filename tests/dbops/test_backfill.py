@@ -149,6 +149,36 @@ def test_bad_input_is_a_command_error_before_anything_is_written(products, args,
     assert Product.objects.count() == 200
 
 
+# SQL that closes the batch statement's parentheses and CTE, so that each part around the DELETE is
+# a valid statement of its own: only a one-statement cursor stops it, not a syntax error.
+SECOND_STATEMENT = (
+    "SELECT 1; DELETE FROM orders_product; WITH next_keys AS (SELECT 1 AS id), filled AS"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "--expression",
+            "upper(name)",
+            "--where",
+            f"true) RETURNING 1) {SECOND_STATEMENT} (UPDATE orders_product SET name = name WHERE (false",  # noqa: S608 (the attack under test)
+        ],
+        [
+            "--expression",
+            f"name) WHERE false RETURNING 1) {SECOND_STATEMENT} (UPDATE orders_product SET name = (name",  # noqa: S608 (the attack under test)
+        ],
+    ],
+    ids=["where", "expression"],
+)
+def test_sql_that_smuggles_in_a_second_statement_is_refused_and_runs_nothing(products, args):
+    with pytest.raises(CommandError, match="PostgreSQL rejects this backfill"):
+        run("orders.Product", "name", *args)
+    assert Product.objects.count() == 200
+    assert names_left() == 200 and updates_per_row() == {}
+
+
 def slow_run_under_way(terminal: int | None = None) -> subprocess.Popen:
     """``backfill_column`` in a process of its own, returned once 20 rows are committed; its
     output on ``terminal`` (a pseudo-terminal's file descriptor) when given."""

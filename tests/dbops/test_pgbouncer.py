@@ -21,13 +21,12 @@ from zeal import zeal_context
 from accounts.services import transfer_create
 from dbops.migrate_lock import migrate_lock
 from dbops.operations import AddIndexConcurrently
-from dbops.pooling import DirectConnectionRequired, pgbouncer_profile
+from dbops.pooling import DirectConnectionRequired
 from dbops.timeouts import lock_timeout
-from devdb import pgbouncer
 from orders.services import order_place
 from tests.conftest import pgbouncer_required
 from tests.factories import account_create, customer_create, product_create, user_create
-from tests.helpers import database_url
+from tests.helpers import database_url, default_through_pgbouncer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,22 +44,9 @@ def pooled(request):
     DB_PGBOUNCER=true profile; the direct URL beside it."""
     pgbouncer_required()
     mark = request.node.get_closest_marker("pool_size")
-    pool_size = mark.args[0] if mark else 1
-    saved = dict(connection.settings_dict)
     direct = database_url()
-    with pgbouncer.running(
-        str(saved["HOST"]), int(saved["PORT"] or 5432), pool_size=pool_size
-    ) as bouncer:
-        connection.close()
-        connection.settings_dict["OPTIONS"] = dict(saved["OPTIONS"])
-        connection.settings_dict.update(HOST=bouncer.host, PORT=str(bouncer.port))
-        pgbouncer_profile(connection.settings_dict)
-        try:
-            yield bouncer.url(saved["NAME"]), direct
-        finally:
-            connection.close()
-            connection.settings_dict.clear()
-            connection.settings_dict.update(saved)
+    with default_through_pgbouncer(pool_size=mark.args[0] if mark else 1) as bouncer:
+        yield bouncer.url(connection.settings_dict["NAME"]), direct
 
 
 def next_client(url: str) -> tuple:

@@ -4,6 +4,8 @@ its lag made deterministic by pausing replay."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connections, transaction
@@ -117,25 +119,40 @@ def test_a_writer_reads_its_write_while_the_replica_has_not_replayed_it(alice, r
     assert dbops_settings.SESSION_LSN_KEY not in writer.session
 
 
+def lagging(monitor: routing.ReplicaMonitor) -> routing.ReplicaHealth:
+    """Look until the monitor finds the (paused) standby past the ceiling: an event that comes
+    once the primary's clock has moved on past the last WAL the standby replayed."""
+    deadline = time.monotonic() + 30
+    while (health := monitor.refresh()).ok:
+        assert time.monotonic() < deadline, f"never past the ceiling: {health}"
+        time.sleep(0.01)
+    return health
+
+
+def primary_clock() -> float:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+        return cursor.fetchone()[0]
+
+
 def test_lag_past_the_ceiling_sends_every_read_to_the_primary(alice, replica, clock, settings):
     user, _ = alice
-    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 2000}
     client = logged_in(user)
     replica.pause()
-    assert routing.monitor.refresh().ok
     product_create()  # WAL the standby will not replay while paused
-    routing.monitor.refresh()  # the primary seen at this position now
-    clock.now += 1.9
-    assert routing.monitor.refresh().ok
-    clock.now += 0.2
+    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 60_000}
     health = routing.monitor.refresh()
-    assert not health.ok and "lagging 2100 ms" in health.reason
+    assert health.ok and health.lag_bytes > 0 and 0 < health.lag_ms < 60_000
+    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 200}
+    health = lagging(routing.monitor)
+    assert "lagging" in health.reason and "ceiling 200 ms" in health.reason
+    assert health.lag_ms > 200
     assert client.get("/accounts/")[REPLICA_COUNT] == "0"
 
     ready = client.get("/health/ready", headers=HEALTH_HEADERS)
     assert ready.status_code == 200
     body = ready.json()
-    assert body["replica"] == "degraded" and "ceiling 2000 ms" in body["replica_reason"]
+    assert body["replica"] == "degraded" and "ceiling 200 ms" in body["replica_reason"]
     assert body["replica_lag_bytes"] > 0
     assert Client().get("/health/ready").json() == {"status": "ok", "replica": "degraded"}
     doctor = {f.check: f for f in examine()}["replica"]
@@ -147,6 +164,29 @@ def test_lag_past_the_ceiling_sends_every_read_to_the_primary(alice, replica, cl
     health = routing.monitor.refresh()
     assert health.ok and health.lag_ms == 0
     assert int(client.get("/accounts/")[REPLICA_COUNT]) > 0
+
+
+def test_a_first_look_at_a_standby_behind_does_not_read_it_as_current(alice, replica, settings):
+    """A fresh worker's monitor, and one idle since it last saw the standby caught up, both look at
+    a standby whose replay has been paused longer than the ceiling: neither may call it current."""
+    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 60_000}
+    idle = routing.ReplicaMonitor()
+    assert idle.refresh().ok  # the standby was fit when this monitor last looked
+    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 300}
+    replica.pause()
+    product_create()
+    # The standby lacks WAL flushed at this moment; wait until that is older than the ceiling.
+    written_at = primary_clock()
+    while primary_clock() < written_at + 0.35:
+        time.sleep(0.01)
+    fresh = routing.ReplicaMonitor()
+    for monitor in (fresh, idle):
+        health = monitor.refresh()
+        assert not health.ok and "lagging" in health.reason, health
+        assert health.lag_ms > 300
+    replica.resume()
+    replica.catch_up()
+    assert fresh.refresh().ok and idle.refresh().ok
 
 
 def test_an_idle_primary_is_not_lag(alice, replica, clock):
@@ -174,6 +214,30 @@ def test_an_unreachable_replica_is_skipped_and_reported(alice, clock):
     clock.now += routing.BACKOFF_MAX_S
     assert not routing.monitor.usable()  # tried again, still down: a longer back-off
     assert routing.monitor.failures == 2
+
+
+def test_the_back_off_doubles_from_1_s_up_to_30_s_and_a_success_resets_it(alice, clock, settings):
+    settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 60_000}  # lag is not the point here
+    saved = dict(connections["replica"].settings_dict)
+    connections["replica"].close()
+    connections["replica"].settings_dict.update(HOST="127.0.0.1", PORT="1")
+    backoffs = []
+    for _ in range(8):
+        assert not routing.monitor.usable()  # tried, refused, backed off
+        backoffs.append(routing.monitor.down_until - clock.now)
+        tries = routing.monitor.failures
+        clock.now = routing.monitor.down_until - 0.001
+        assert not routing.monitor.usable() and routing.monitor.failures == tries  # not tried
+        clock.now = routing.monitor.down_until
+    assert backoffs == [1, 2, 4, 8, 16, 30, 30, 30]
+
+    connections["replica"].settings_dict.update(saved)  # the standby is back
+    assert routing.monitor.usable() and routing.monitor.failures == 0
+    connections["replica"].close()
+    connections["replica"].settings_dict.update(HOST="127.0.0.1", PORT="1")
+    clock.now += routing.HEALTH_INTERVAL_S
+    assert not routing.monitor.usable()
+    assert routing.monitor.down_until - clock.now == 1  # starts over at 1 s
 
 
 def test_a_replica_killed_mid_request_is_served_from_the_primary(alice, replica):

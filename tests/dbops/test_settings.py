@@ -276,3 +276,23 @@ def test_pgbouncer_with_a_prepare_threshold_stops_at_start_naming_both_variables
     with pytest.raises(ImproperlyConfigured, match="DB_PGBOUNCER=true with DB_PREPARE_THRESHOLD"):
         build(DB_PGBOUNCER="true", DB_PREPARE_THRESHOLD="5")
     assert "prepare_threshold" in build(DB_PREPARE_THRESHOLD="5")["default"]["OPTIONS"]
+
+
+@pytest.mark.parametrize("threshold", ["0", "1", "5"])
+def test_pgbouncer_with_any_prepare_threshold_zero_included_stops_at_start(threshold):
+    with pytest.raises(ImproperlyConfigured, match="DB_PGBOUNCER=true with DB_PREPARE_THRESHOLD"):
+        build(DB_PGBOUNCER="true", DB_PREPARE_THRESHOLD=threshold)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"prepare_threshold": 0}, {"prepare_threshold": 3}, {"server_side_binding": True}],
+    ids=["threshold-0", "threshold-3", "server-side-binding"],
+)
+def test_pgbouncer_profile_refuses_each_prepared_statement_option_on_its_own(options):
+    """0 prepares at once: the most prepared statements of all, and falsy (the profile must not
+    ask whether the threshold is true)."""
+    from config.database import pgbouncer_profile
+
+    with pytest.raises(ImproperlyConfigured, match="prepared statements"):
+        pgbouncer_profile({"OPTIONS": dict(options)})
