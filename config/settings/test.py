@@ -5,7 +5,9 @@ from .base import INSTALLED_APPS, MIDDLEWARE, databases
 from .nplusone import *  # noqa: F403
 
 DATABASES = databases(embedded=True)
-INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "zeal"]
+# The toolkit's own test models (tests/dbops_testapp): tables keyed by an integer, a UUID and a
+# composite primary key.
+INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "zeal", "tests.dbops_testapp"]
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
