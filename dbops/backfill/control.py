@@ -90,15 +90,18 @@ def run_cancel(
 
 def command_line(run: BackfillRun) -> str:
     """The ``backfill_column`` command that runs (or resumes) this run, as a shell line."""
-    label, _, field_name = run.target.rpartition(".")
+    return command_for(run.target, run.options, run.database)
+
+
+def command_for(target: str, options: dict, database: str) -> str:
+    """The command for a target (app_label.Model.field) and recorded options."""
+    label, _, field_name = target.rpartition(".")
     words = ["python", "manage.py", "backfill_column", label, field_name]
-    for key in ("value", "from_field", "expression"):
-        if key in run.options:
-            words += [f"--{key.replace('_', '-')}", run.options[key]]
-    if "where" in run.options:
-        words += ["--where", run.options["where"]]
-    if run.database != "default":
-        words += ["--database", run.database]
+    for key in ("value", "from_field", "expression", "where"):
+        if key in options:
+            words += [f"--{key.replace('_', '-')}", options[key]]
+    if database != "default":
+        words += ["--database", database]
     return shlex.join(words)
 
 
