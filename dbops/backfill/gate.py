@@ -7,11 +7,11 @@ done. Unfinished (running, paused by a person, failed) or cancelled, the migrati
 changes anything, naming the run's state and the command that finishes it. With no run at all it
 stops too, unless the table is empty (a fresh database, where there is nothing to fill).
 
-The migration must depend on ``("dbops", "0004_backfill_control")``, the state of the run table
-this reads (only the columns that migration has, so later changes to it do not break it)::
+The migration must depend on ``("dbops", "0001_backfillrun")``: the gate reads only columns the
+run table has had since then (so later changes to the table do not break old migrations)::
 
     class Migration(migrations.Migration):
-        dependencies = [("orders", "0002_..."), ("dbops", "0004_backfill_control")]
+        dependencies = [("orders", "0002_..."), ("dbops", "0001_backfillrun")]
         operations = [
             RequireBackfillFinished(
                 "Customer", "email_normalized",

@@ -10,7 +10,7 @@ from dbops.backfill.gate import RequireBackfillFinished
 class Migration(migrations.Migration):
     dependencies = [
         ("dbops_testapp", "0001_initial"),
-        ("dbops", "0004_backfill_control"),
+        ("dbops", "0001_backfillrun"),
     ]
 
     operations = [
