@@ -6,7 +6,7 @@ from django.template.response import TemplateResponse
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
 
-from dbops import routing
+from dbops import metrics, routing
 from dbops.instrumentation import QueryStats, track_queries
 
 logger = logging.getLogger("dbops")
@@ -105,6 +105,7 @@ class QueryCountMiddleware(SyncAndAsyncMiddleware):
             stats.by_alias.get(routing.replica_alias(), [0])[0]
         )
         _fill_query_stats(response, stats)
+        metrics.pools_observe()
         return response
 
 
