@@ -11,8 +11,8 @@ from dbops.conf import dbops_settings
 from dbops.health import readiness
 
 HEALTH_TOKEN_HEADER = "X-Health-Token"
-# "replica" is "ok" or "degraded"; its reason (which may name hosts) is a detail.
-PUBLIC_FIELDS = ("status", "reason", "replica")
+# "replica" and "cache" are "ok" or "degraded"; their reasons (which may name hosts) are details.
+PUBLIC_FIELDS = ("status", "reason", "replica", "cache")
 
 DEV_SERVER_NOTE = (
     "Development server: runserver handles each browser connection in a thread of its own, and "
