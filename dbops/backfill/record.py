@@ -3,9 +3,9 @@
 
 Each statement writes and reads back in one round trip. The checkpoint commits inside its batch's
 transaction (both happen or neither) and returns the run's status, which a person may have changed
-from the admin (pause, cancel), with the readings the throttle needs: the server's WAL position, a
-VACUUM working on the table, and sessions waiting behind this batch's row locks (asked before the
-batch commits, while it still holds them). Through Django's cursor, so execute wrappers (the query
+from the admin (pause, cancel), with the readings the throttle needs: the server's WAL position
+and sessions waiting behind this batch's row locks (asked before the batch commits, while it
+still holds them). A VACUUM on the table is asked apart, at most once a second. Through Django's cursor, so execute wrappers (the query
 counter, the tests' hooks) see these statements.
 """
 
@@ -29,7 +29,6 @@ class Readings:
 
     status: str
     wal_bytes: int | None = None  # pg_current_wal_insert_lsn(), in bytes
-    vacuum: str | None = None  # "autovacuum pid 123 (scanning heap)", None when none runs
     lock_waiters: int = 0  # sessions waiting behind the batch's locks (checkpoint only)
     longest_lock_wait_ms: float = 0.0
     at: float = 0.0  # time.monotonic() when read
@@ -40,17 +39,8 @@ def _q(plan: BackfillPlan, name: str) -> str:
 
 
 def _readings_sql(*, waiters: bool) -> str:
-    """The columns every statement returns; ``%(table)s`` is the target table's quoted name."""
-    columns = [
-        '"status"',
-        "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint",
-        # relid is visible for any role's vacuum; backend_type tells autovacuum from a person's.
-        """(SELECT string_agg(CASE a.backend_type WHEN 'autovacuum worker' THEN 'autovacuum'
-                              ELSE 'VACUUM' END || ' pid ' || p.pid
-                              || coalesce(' (' || p.phase || ')', ''), ', ')
-              FROM pg_stat_progress_vacuum p LEFT JOIN pg_stat_activity a ON a.pid = p.pid
-             WHERE p.relid = to_regclass(%(table)s))""",
-    ]
+    """The columns every statement returns: cheap ones (this runs with every batch)."""
+    columns = ['"status"', "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"]
     if waiters:
         # pg_locks, not pg_stat_activity: a session of another role shows its waits there to
         # anyone. pg_blocking_pids() only for the sessions that wait (OFFSET 0 keeps the order).
@@ -67,11 +57,10 @@ def _readings_sql(*, waiters: bool) -> str:
 def _readings(row: tuple | None) -> Readings | None:
     if row is None:
         return None
-    waiters = row[3] if len(row) > 3 and row[3] is not None else (0, 0.0)
+    waiters = row[2] if len(row) > 2 and row[2] is not None else (0, 0.0)
     return Readings(
         status=row[0],
         wal_bytes=row[1],
-        vacuum=row[2],
         lock_waiters=int(waiters[0]),
         longest_lock_wait_ms=float(waiters[1]),
         at=time.monotonic(),
@@ -80,8 +69,22 @@ def _readings(row: tuple | None) -> Readings | None:
 
 def _one(plan: BackfillPlan, sql: str, params: dict[str, Any]) -> tuple | None:
     with connections[plan.database].cursor() as cursor:
-        cursor.execute(sql, {**params, "table": _q(plan, plan.table)})
+        cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def vacuum_on_table(plan: BackfillPlan) -> str | None:
+    """The VACUUMs working on the target table now ("autovacuum pid 123 (scanning heap)"), or
+    None. About a millisecond (the progress view reads every backend's state): the throttle asks
+    at most once a second."""
+    sql = """
+        SELECT string_agg(CASE a.backend_type WHEN 'autovacuum worker' THEN 'autovacuum'
+                          ELSE 'VACUUM' END || ' pid ' || p.pid
+                          || coalesce(' (' || p.phase || ')', ''), ', ')
+          FROM pg_stat_progress_vacuum p LEFT JOIN pg_stat_activity a ON a.pid = p.pid
+         WHERE p.relid = to_regclass(%(table)s)"""
+    # relid is visible for any role's vacuum; backend_type tells autovacuum from a person's.
+    return _one(plan, sql, {"table": _q(plan, plan.table)})[0]
 
 
 def checkpoint(
