@@ -85,9 +85,14 @@ toolkit-smoke: install  ## build the wheels and run them in a fresh project (abo
 screenshots: install  ## the main pages at 1280 and 400 px, into docs/screenshots/ (needs chromium)
 	$(PY) -m pytest -q tests/browser/screenshots.py
 
+# /health/metrics adds up the workers' counters through files in PROMETHEUS_MULTIPROC_DIR
+# (prometheus_client's multi-process mode): this directory, emptied at each start.
+METRICS_DIR := $(CURDIR)/.prometheus-multiproc
 serve: install  ## production settings under gunicorn (needs DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS)
 	DJANGO_SETTINGS_MODULE=config.settings.production $(PY) manage.py collectstatic --no-input -v 0
-	DJANGO_SETTINGS_MODULE=config.settings.production $(VENV)/bin/gunicorn config.wsgi \
+	rm -rf "$(METRICS_DIR)" && mkdir -p "$(METRICS_DIR)"
+	DJANGO_SETTINGS_MODULE=config.settings.production PROMETHEUS_MULTIPROC_DIR="$(METRICS_DIR)" \
+		$(VENV)/bin/gunicorn config.wsgi -c config/gunicorn.py \
 		--bind $(HOST):$(PORT) --workers $${WEB_CONCURRENCY:-2}
 
 # ASGI: the async views run on the event loop. Django advises against persistent connections

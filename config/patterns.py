@@ -108,15 +108,35 @@ PATTERNS: tuple[Pattern, ...] = (
         "dbops",
         "Health endpoints",
         "/health/live touches no database; /health/ready reports latency, version, connection "
-        "reuse or pool statistics, pending migrations, invalid indexes, NOT VALID constraints and "
-        "replica lag.",
-        ("dbops/views.py live, ready", "dbops/health.py readiness", "dbops/catalog.py"),
+        "reuse or pool statistics, pending migrations, invalid indexes, NOT VALID constraints, "
+        "replica lag, the cache server, and warnings (sequences near their limit, transaction ID "
+        "age); it fails when the database lacks a table or column the models need (schema drift).",
+        (
+            "dbops/views.py live, ready",
+            "dbops/health.py readiness, caches_report",
+            "dbops/catalog.py schema_missing",
+        ),
         (
             Live("/health/ (a page)", url_name="health:status"),
             Live("/health/ready (JSON)", url_name="health:ready"),
             Live("/health/live", url_name="health:live"),
         ),
         ("health:status",),
+    ),
+    Pattern(
+        "metrics",
+        "dbops",
+        "Prometheus metrics",
+        "/health/metrics in Prometheus text format for staff and the health token (Bearer or "
+        "X-Health-Token): queries and query time per alias, errors and retries by SQLSTATE, pool "
+        "use, health checks, replica lag, backfill progress and pauses; the workers of gunicorn "
+        "added up through prometheus_client's multi-process mode.",
+        (
+            "dbops/metrics.py exposition, DatabaseCollector",
+            "dbops/views.py metrics_view",
+            "config/gunicorn.py child_exit",
+        ),
+        (Live("/health/metrics", url_name="health:metrics", staff=True),),
     ),
     Pattern(
         "replica-routing",
@@ -683,13 +703,13 @@ PATTERNS: tuple[Pattern, ...] = (
         "backfill",
         "schema",
         "Batched, resumable backfill",
-        "manage.py backfill_column: keyset batches, one transaction per batch with its checkpoint, "
-        "adaptive batch size, retry then split, resumable after a kill; pauses while the read "
-        "replica lags.",
+        "manage.py backfill_column: keyset batches on any primary key (integer, UUID, composite, "
+        "by row-value comparison), one transaction per batch with its checkpoint, adaptive batch "
+        "size, retry then split, resumable after a kill (a lost commit is redone), "
+        "synchronous_commit off per batch when asked.",
         (
-            "dbops/backfill/engine.py backfill",
-            "dbops/backfill/throttle.py wait_for_replica",
-            "dbops/backfill/plan.py plan_build",
+            "dbops/backfill/engine.py backfill, Runner",
+            "dbops/backfill/plan.py plan_build, BackfillPlan.update_sql",
             "dbops/backfill/options.py BackfillOptions",
             "dbops/models.py BackfillRun",
         ),
@@ -699,17 +719,70 @@ PATTERNS: tuple[Pattern, ...] = (
                 command="python manage.py backfill_column orders.Customer email_normalized "
                 '--expression "lower(btrim(email))" --dry-run',
             ),
-            Live("runs in the admin", url_name="admin:dbops_backfillrun_changelist", staff=True),
         ),
+    ),
+    Pattern(
+        "backfill-admin",
+        "schema",
+        "Backfills steered from the admin",
+        "A page per run: progress, rows left, rate, ETA, batch size, pauses and why, errors, who "
+        "paused, resumed or cancelled it and when; Pause, Resume and Cancel (a permission of their "
+        "own), obeyed by the running command within one batch; a pause survives restarts.",
+        (
+            "dbops/admin.py BackfillRunAdmin",
+            "dbops/backfill/control.py run_pause, run_resume, run_cancel",
+            "dbops/models.py BackfillEvent",
+        ),
+        (Live("runs in the admin", url_name="admin:dbops_backfillrun_changelist", staff=True),),
         ("admin:dbops_backfillrun_*",),
+    ),
+    Pattern(
+        "backfill-throttle",
+        "schema",
+        "A backfill that throttles itself on the database's health",
+        "Pauses between batches while the replica lags, while sessions wait behind its own row "
+        "locks, while a VACUUM works on the table, while WAL is written over a ceiling; each pause "
+        "counted with its reason.",
+        (
+            "dbops/backfill/throttle.py Health, wait",
+            "dbops/backfill/record.py checkpoint",
+        ),
+        (
+            Live(
+                "the indicators of a run",
+                command="python manage.py backfill_column orders.Customer email_normalized "
+                '--expression "lower(btrim(email))" --dry-run',
+            ),
+        ),
+    ),
+    Pattern(
+        "backfill-gate",
+        "schema",
+        "A migration gated on a backfill run",
+        "RequireBackfillFinished refuses, before any lock, until the named backfill run is done "
+        "(GitLab's ensure_batched_background_migration_is_finished), naming the command.",
+        (
+            "dbops/backfill/gate.py RequireBackfillFinished",
+            "tests/dbops_testapp/migrations/0002_require_item_backfill.py",
+        ),
+        (
+            Live(
+                "a gated migration refuses, naming the command", command="python manage.py migrate"
+            ),
+        ),
     ),
     Pattern(
         "db-doctor",
         "schema",
         "A database doctor",
         "Pending migrations, INVALID indexes, NOT VALID constraints, long and idle-in-transaction "
-        "sessions, blocked locks, pool sizing; exit 1 when something needs action.",
-        ("dbops/doctor.py examine", "dbops/catalog.py"),
+        "sessions, blocked locks, schema drift, sequences near their limit, transaction ID age, "
+        "index bloat with the REINDEX CONCURRENTLY to run, pool sizing, the cache server; exit 1 "
+        "when something needs action.",
+        (
+            "dbops/doctor.py examine",
+            "dbops/catalog.py sequences_near_limit, transaction_id_age, index_bloat",
+        ),
         (Live("run it", command="python manage.py db_doctor"),),
         ("health:status",),
     ),

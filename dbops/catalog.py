@@ -127,3 +127,174 @@ def blocked_locks(alias: str = "default") -> list[dict]:
              ORDER BY blocked.query_start
             """,
     )
+
+
+def sequences_near_limit(alias: str = "default", *, ratio: float = 0.75) -> list[dict]:
+    """Sequences past ``ratio`` of their limit: their own maximum, or that of the integer column
+    they feed (serial, identity, or a column default calling nextval), whichever is smaller. An
+    int4 column fed by a bigint sequence runs out at 2,147,483,647 whatever the sequence allows."""
+    return _dicts(
+        alias,
+        ["sequence", "table", "column", "column_type", "sequence_type", "last_value", "limit"],
+        """
+            WITH fed AS (
+                -- Owned: serial (deptype 'a') and identity ('i') columns.
+                SELECT d.objid AS seq, d.refobjid AS tbl, d.refobjsubid AS attnum
+                  FROM pg_depend d
+                 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                   AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+                UNION
+                -- Named in a column default: nextval('seq').
+                SELECT d.refobjid, ad.adrelid, ad.adnum
+                  FROM pg_depend d JOIN pg_attrdef ad ON ad.oid = d.objid
+                 WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
+            ), usage AS (
+                SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename) AS sequence,
+                       t.relname AS table, a.attname AS column,
+                       format_type(a.atttypid, a.atttypmod) AS column_type,
+                       s.data_type::text AS sequence_type, s.last_value,
+                       -- The sequence stops at its maximum, or the column's type at its own.
+                       least(s.max_value, CASE a.atttypid WHEN 'int2'::regtype THEN 32767
+                                                          WHEN 'int4'::regtype THEN 2147483647
+                                                          ELSE s.max_value END) AS limit_value
+                  FROM pg_sequences s
+                  JOIN pg_namespace n ON n.nspname = s.schemaname
+                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
+                  LEFT JOIN fed ON fed.seq = c.oid
+                  LEFT JOIN pg_class t ON t.oid = fed.tbl
+                  LEFT JOIN pg_attribute a ON a.attrelid = fed.tbl AND a.attnum = fed.attnum
+                 WHERE s.schemaname = ANY(current_schemas(false)) AND s.increment_by > 0
+                   AND s.last_value IS NOT NULL
+            )
+            SELECT sequence, "table", "column", column_type, sequence_type, last_value, limit_value
+              FROM usage WHERE last_value >= limit_value * %s
+             ORDER BY last_value::numeric / limit_value DESC
+        """,
+        [ratio],
+    )
+
+
+def transaction_id_age(alias: str = "default", *, older_than: int) -> list[dict]:
+    """Databases whose oldest unfrozen transaction ID is older than ``older_than`` (wraparound
+    stops every write at about 2.1 billion), with the multixact age beside it."""
+    return _dicts(
+        alias,
+        ["database", "xid_age", "multixact_age"],
+        """
+            SELECT datname, age(datfrozenxid), mxid_age(datminmxid)
+              FROM pg_database
+             WHERE datallowconn AND (age(datfrozenxid) > %s OR mxid_age(datminmxid) > %s)
+             ORDER BY age(datfrozenxid) DESC
+        """,
+        [older_than, older_than],
+    )
+
+
+def oldest_unfrozen_tables(alias: str = "default", *, limit: int = 5) -> list[dict]:
+    """The tables of this database that hold its transaction ID age back: vacuum these first."""
+    return _dicts(
+        alias,
+        ["table", "xid_age", "action"],
+        """
+            SELECT n.nspname || '.' || c.relname, age(c.relfrozenxid),
+                   format('VACUUM (FREEZE, VERBOSE) %%I.%%I;', n.nspname, c.relname)
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> '0'::xid
+             ORDER BY age(c.relfrozenxid) DESC LIMIT %s
+        """,
+        [limit],
+    )
+
+
+def index_bloat(alias: str = "default", *, ratio: float = 0.5, min_bytes: int = 0) -> list[dict]:
+    """B-tree indexes whose size passes ``min_bytes`` and whose estimated bloat passes ``ratio``,
+    with the statement that rebuilds each without blocking writes.
+
+    An estimate from the statistics, in the manner of the widely used bloat queries: the leaf
+    pages the index would need for its rows (per row: the 8-byte index tuple header and the
+    columns' average widths from pg_stats, aligned to 8 bytes, plus a 4-byte line pointer; pages
+    of block size less their headers, filled to the index's fillfactor) against the pages it has.
+    Indexes on expressions, and tables never analyzed, have no estimate and are left out.
+    """
+    return _dicts(
+        alias,
+        ["index", "table", "size_bytes", "estimated_bloat", "action"],
+        """
+            WITH idx AS (
+                SELECT n.nspname AS schema, i.relname AS index, t.relname AS tbl, x.indexrelid,
+                       x.indrelid, x.indkey::int2[] AS keys, i.reltuples, i.relpages,
+                       coalesce((SELECT substring(o FROM 'fillfactor=([0-9]+)')::int
+                                   FROM unnest(i.reloptions) o WHERE o LIKE 'fillfactor=%%'), 90)
+                           AS fillfactor
+                  FROM pg_index x
+                  JOIN pg_class i ON i.oid = x.indexrelid
+                  JOIN pg_class t ON t.oid = x.indrelid
+                  JOIN pg_namespace n ON n.oid = i.relnamespace
+                  JOIN pg_am am ON am.oid = i.relam
+                 WHERE am.amname = 'btree' AND x.indisvalid AND i.reltuples >= 0
+                   AND i.relpages > 1 AND NOT (0 = ANY(x.indkey::int2[]))
+                   AND n.nspname = ANY(current_schemas(false))
+            ), widths AS (
+                SELECT idx.indexrelid, sum(s.avg_width) AS width, count(s.avg_width) AS known,
+                       count(*) AS columns
+                  FROM idx
+                  JOIN pg_attribute a ON a.attrelid = idx.indrelid AND a.attnum = ANY(idx.keys)
+                  LEFT JOIN pg_stats s ON s.schemaname = idx.schema AND s.tablename = idx.tbl
+                                      AND s.attname = a.attname
+                 GROUP BY idx.indexrelid
+            ), estimate AS (
+                SELECT idx.*, ceil(idx.reltuples * (ceil((8 + w.width) / 8.0) * 8 + 4)
+                                   / ((current_setting('block_size')::int - 24 - 16)
+                                      * idx.fillfactor / 100.0)) + 1 AS pages_needed
+                  FROM idx JOIN widths w ON w.indexrelid = idx.indexrelid AND w.known = w.columns
+            )
+            SELECT quote_ident(schema) || '.' || quote_ident(index), tbl,
+                   relpages::bigint * current_setting('block_size')::int,
+                   round((1 - pages_needed / relpages)::numeric, 2)::float,
+                   format('REINDEX INDEX CONCURRENTLY %%I.%%I;', schema, index)
+              FROM estimate
+             WHERE relpages::bigint * current_setting('block_size')::int >= %s
+               AND 1 - pages_needed / relpages >= %s
+             ORDER BY relpages - pages_needed DESC
+        """,
+        [min_bytes, ratio],
+    )
+
+
+def schema_missing(alias: str = "default") -> list[dict]:
+    """Tables and columns the installed apps' managed models need and the database lacks: what a
+    half-rolled-back migration leaves (the code reads a column that is gone, and every page that
+    touches it fails)."""
+    from django.apps import apps
+    from django.db import router
+
+    needed: dict[str, set[str]] = {}
+    for model in apps.get_models(include_auto_created=True):
+        meta = model._meta
+        if not meta.managed or meta.proxy or meta.swapped:
+            continue
+        if not router.allow_migrate_model(alias, model):
+            continue
+        columns = needed.setdefault(meta.db_table, set())
+        columns.update(f.column for f in meta.local_concrete_fields if f.column)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+                SELECT c.relname, array_agg(a.attname::text)
+                  FROM pg_class c
+                  JOIN pg_namespace n ON n.oid = c.relnamespace
+                  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                 WHERE c.relname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                   AND n.nspname = ANY(current_schemas(false))
+                 GROUP BY c.relname
+            """,
+            [sorted(needed)],
+        )
+        present = {table: set(columns) for table, columns in cursor.fetchall()}
+    missing = []
+    for table in sorted(needed):
+        if table not in present:
+            missing.append({"table": table, "column": None})
+            continue
+        missing += [{"table": table, "column": c} for c in sorted(needed[table] - present[table])]
+    return missing

@@ -72,6 +72,32 @@ DEFAULTS: dict[str, Any] = {
     # including the one named here, {"app_label": "0042_last_before_adoption"}: migrations that
     # predate the check (or a new rule) are not judged again (strong_migrations' start_after).
     "MIGRATION_SAFETY_BASELINE": {},
+    # /health/ready and db_doctor also ask every cache that is not local to the process (Redis,
+    # Memcached) for a round trip; one that fails makes readiness "degraded", never unready.
+    "HEALTH_CHECK_CACHES": True,
+    # Warnings of /health/ready and findings of db_doctor: a sequence (or the integer column it
+    # feeds) past this share of its limit; a database whose oldest unfrozen transaction ID is
+    # older than this (wraparound stops writes at about 2.1 billion; autovacuum freezes from
+    # 200 million); an index whose estimated bloat passes this share and this size (db_doctor).
+    "SEQUENCE_WARN_RATIO": 0.75,
+    "XID_AGE_WARN": 1_000_000_000,
+    "INDEX_BLOAT_WARN_RATIO": 0.5,
+    "INDEX_BLOAT_MIN_BYTES": 10 * 1024 * 1024,
+    # backfill_column pauses between batches while the database is unhealthy; each has a command
+    # flag for one run. A session waited longer than this (ms) behind a batch's row locks: the run
+    # pauses BACKFILL_LOCK_WAIT_PAUSE_S and halves its batch (0: never).
+    "BACKFILL_MAX_LOCK_WAIT_MS": 100,
+    "BACKFILL_LOCK_WAIT_PAUSE_S": 1.0,
+    # While a VACUUM (autovacuum's or a person's) works on the table being filled.
+    "BACKFILL_PAUSE_ON_VACUUM": True,
+    # While the server generates WAL faster than this, in bytes per second over the last second
+    # (0: never; the right ceiling is what the replicas and the WAL archive keep up with).
+    "BACKFILL_MAX_WAL_BYTES_PER_S": 0,
+    # How often a paused run (by a person or by a health indicator) looks again, in seconds.
+    "BACKFILL_POLL_S": 0.25,
+    # /health/metrics in Prometheus text format, and the counters behind it (off: a 404, and no
+    # counting on the query path).
+    "METRICS_ENABLED": True,
 }
 
 

@@ -10,7 +10,9 @@ from django.db import DatabaseError
 
 from dbops import catalog, routing
 from dbops.checks import pool_sizing
+from dbops.conf import dbops_settings
 from dbops.errors import error_text
+from dbops.health import caches_report
 
 
 @dataclass
@@ -77,7 +79,75 @@ def _checks(long_transaction_s: float, idle_s: float) -> list[ListCheck]:
             "none",
             "see blocked_by_pid: end or finish the blocking session",
         ),
+        *_later_checks(),
     ]
+
+
+def _later_checks() -> list[ListCheck]:
+    """What bites later, and what a half-rolled-back migration leaves."""
+    s = dbops_settings
+    return [
+        ListCheck(
+            "schema drift",
+            catalog.schema_missing,
+            lambda n: f"{n} table(s) or column(s) the models need are missing",
+            "every table and column the models need is there",
+            "a migration was rolled back (or never applied) under code that needs it: run "
+            "manage.py migrate, or deploy the code that matches the schema; /health/ready fails "
+            "meanwhile",
+        ),
+        ListCheck(
+            "sequences",
+            lambda alias: catalog.sequences_near_limit(alias, ratio=s.SEQUENCE_WARN_RATIO),
+            lambda n: f"{n} past {s.SEQUENCE_WARN_RATIO:.0%} of their limit",
+            f"none past {s.SEQUENCE_WARN_RATIO:.0%} of their limit",
+            "widen the column to bigint before inserts fail (expand and contract: a new bigint "
+            "column, backfill_column, a switch); a bigint sequence feeding an integer column "
+            "stops at the column's limit, not its own",
+        ),
+        ListCheck(
+            "transaction ID age",
+            _xid_rows,
+            lambda n: "past the warning age: see the oldest tables",
+            f"every database under {s.XID_AGE_WARN:,}",
+            "VACUUM (FREEZE) the oldest tables (each row's action); if autovacuum cannot catch "
+            "up, look for what holds it back: long transactions, prepared transactions, old "
+            "replication slots",
+        ),
+        ListCheck(
+            "index bloat",
+            lambda alias: catalog.index_bloat(
+                alias, ratio=s.INDEX_BLOAT_WARN_RATIO, min_bytes=s.INDEX_BLOAT_MIN_BYTES
+            ),
+            lambda n: f"{n} index(es) over {s.INDEX_BLOAT_WARN_RATIO:.0%} bloat (estimated)",
+            f"none over {s.INDEX_BLOAT_WARN_RATIO:.0%} (estimated)",
+            "rebuild each without blocking writes: its REINDEX INDEX CONCURRENTLY (outside a "
+            "transaction; about as long as building it)",
+        ),
+    ]
+
+
+def _xid_rows(alias: str) -> list[dict[str, Any]]:
+    old = catalog.transaction_id_age(alias, older_than=dbops_settings.XID_AGE_WARN)
+    return [*old, *catalog.oldest_unfrozen_tables(alias)] if old else []
+
+
+def _cache_finding() -> Finding:
+    report = caches_report()
+    if not report:
+        return Finding("cache", True, "local to the process: no server to reach")
+    ok = report["cache"] == "ok"
+    summary = (
+        f"ok: a round trip in {report['cache_latency_ms']:g} ms"
+        if ok
+        else f"degraded: {report['cache_reason']}"
+    )
+    return Finding(
+        "cache",
+        ok,
+        summary,
+        action="check the cache server (REDIS_URL); pages that need the cache fail meanwhile",
+    )
 
 
 def _pool_finding(alias: str) -> Finding:
@@ -125,6 +195,8 @@ def examine(
         summary = check.found(len(rows)) if rows else check.clear
         findings.append(Finding(check.name, not rows, summary, rows, check.action))
     findings.append(_pool_finding(alias))
+    if dbops_settings.HEALTH_CHECK_CACHES:
+        findings.append(_cache_finding())
     if alias == routing.primary_alias() and routing.replica_configured():
         findings.append(_replica_finding())
     return findings

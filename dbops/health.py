@@ -41,12 +41,17 @@ def connection_reuse(alias: str = "default") -> dict[str, Any]:
 
 
 def readiness() -> tuple[bool, dict[str, Any]]:
-    """(ready, report). Not ready when the database cannot be reached.
+    """(ready, report). Not ready when the database cannot be reached, or lacks a table or column
+    the running code's models need (a half-rolled-back migration: every page that touches it
+    would fail).
 
     Unapplied migrations are listed but do not make the process unready, unless
     ``DBOPS["HEALTH_FAIL_ON_PENDING_MIGRATIONS"]`` is on: between the expand and contract steps of a
     zero-downtime change they are expected, and failing readiness then would take every pod out of
-    service during the very backfill meant to avoid downtime.
+    service during the very backfill meant to avoid downtime. What bites later (sequences near
+    their limit, transaction ID age) is listed under ``warnings``; a cache server or a replica
+    that is down makes the report ``degraded``, never unready: every instance shares them, so
+    failing readiness would take the whole service out for what one dependency lacks.
     """
     report: dict[str, Any] = {"status": "ok", "database": {}}
     try:
@@ -64,6 +69,9 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         report["unapplied_migrations"] = pending
         report["invalid_indexes"] = catalog.invalid_indexes(alias)
         report["not_valid_constraints"] = catalog.not_valid_constraints(alias)
+        missing = catalog.schema_missing(alias)
+        report["schema_missing"] = missing
+        report["warnings"] = warnings()
     except DatabaseError as exc:
         _discard_broken_connection(routing.primary_alias())
         # The reason is for anyone; the error text (hosts, ports, users) only for those who may
@@ -75,11 +83,68 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         }
     if routing.replica_configured():
         report.update(replica_report())
+    if dbops_settings.HEALTH_CHECK_CACHES:
+        report.update(caches_report())
+    if missing:
+        report["status"] = "unavailable"
+        report["reason"] = (
+            f"schema drift: {len(missing)} table(s) or column(s) the code needs are missing "
+            "(a migration rolled back?): run manage.py migrate, or roll the code back"
+        )
+        return False, report
     if pending and dbops_settings.HEALTH_FAIL_ON_PENDING_MIGRATIONS:
         report["status"] = "unavailable"
         report["reason"] = f"{len(pending)} unapplied migration(s): run manage.py migrate"
         return False, report
     return True, report
+
+
+def warnings(alias: str = "default") -> list[str]:
+    """What bites later: a sequence near its limit, transaction IDs near wraparound."""
+    found = [
+        f"sequence {s['sequence']} at {s['last_value']:,} of {s['limit']:,}"
+        + (f" ({s['table']}.{s['column']}, {s['column_type']})" if s["column"] else "")
+        for s in catalog.sequences_near_limit(alias, ratio=dbops_settings.SEQUENCE_WARN_RATIO)
+    ]
+    found += [
+        f"database {d['database']}: transaction ID age {d['xid_age']:,}, multixact age "
+        f"{d['multixact_age']:,} (wraparound at about 2,100,000,000)"
+        for d in catalog.transaction_id_age(alias, older_than=dbops_settings.XID_AGE_WARN)
+    ]
+    return found
+
+
+# Caches that live in the process: nothing to reach.
+LOCAL_CACHES = ("LocMemCache", "DummyCache", "FileBasedCache", "DatabaseCache")
+
+
+def caches_report() -> dict[str, Any]:
+    """``cache``: ``ok`` or ``degraded`` (with the reason) after a round trip to every cache
+    server (Redis, Memcached) in ``CACHES``; nothing when every cache is local."""
+    from django.core.cache import caches
+
+    checked, failures, started = 0, [], time.perf_counter()
+    for alias in caches.settings:
+        cache = caches[alias]
+        if type(cache).__name__ in LOCAL_CACHES:
+            continue
+        checked += 1
+        key, token = "dbops:health:ping", str(time.time_ns())
+        try:
+            cache.set(key, token, 30)
+            if cache.get(key) != token:
+                failures.append(f"{alias}: wrote a value and read back another")
+        except Exception as exc:  # noqa: BLE001 (any client's error means the same: unreachable)
+            failures.append(f"{alias}: {type(exc).__name__}: {error_text(exc)}")
+    if not checked:
+        return {}
+    report = {
+        "cache": "degraded" if failures else "ok",
+        "cache_latency_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    if failures:
+        report["cache_reason"] = "; ".join(failures)
+    return report
 
 
 def replica_report() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from functools import partial
 
 from django.db import connections
 
+from dbops import metrics
 from dbops.conf import dbops_settings
 
 logger = logging.getLogger("dbops.slow_query")
@@ -67,7 +68,19 @@ def _charge_active_trackers(execute, sql, params, many, context):
     call = execute
     for stats in _active.get():
         call = partial(stats, call)
-    return call(sql, params, many, context)
+    if not metrics.enabled():
+        return call(sql, params, many, context)
+    # Every query of the process, inside a tracked block or not, for /health/metrics.
+    started, error = time.perf_counter(), None
+    try:
+        return call(sql, params, many, context)
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        metrics.query_observe(
+            context["connection"].alias, sql, time.perf_counter() - started, error
+        )
 
 
 def instrument(connection, **kwargs) -> None:

@@ -12,7 +12,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
 
-from dbops import rerun, routing
+from dbops import metrics, rerun, routing
 from dbops.conf import dbops_settings
 from dbops.errors import connection_lost, error_text
 from dbops.instrumentation import QueryStats, track_queries
@@ -145,6 +145,7 @@ class QueryCountMiddleware(SyncAndAsyncMiddleware):
             stats.by_alias.get(routing.replica_alias(), [0])[0]
         )
         _fill_query_stats(response, stats)
+        metrics.pools_observe()
         return response
 
 

@@ -16,6 +16,7 @@ from typing import ParamSpec, TypeVar
 import psycopg
 from django.db import DatabaseError, transaction
 
+from dbops import metrics
 from dbops.errors import SQLSTATE_NAMES, TRANSACTION_RETRYABLE, sqlstate
 
 logger = logging.getLogger("dbops.retry")
@@ -66,6 +67,7 @@ def call_with_retries(
                 delay * 1000,
                 extra={"sqlstate": state, "attempt": attempt},
             )
+            metrics.retry_observe(state)
             if on_retry is not None:
                 on_retry(exc, attempt)
             time.sleep(delay)

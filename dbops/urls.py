@@ -8,4 +8,5 @@ urlpatterns = [
     re_path(r"^$", views.status, name="status"),
     re_path(r"^live/?$", views.live, name="live"),
     re_path(r"^ready/?$", views.ready, name="ready"),
+    re_path(r"^metrics/?$", views.metrics_view, name="metrics"),
 ]

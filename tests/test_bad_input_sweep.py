@@ -89,7 +89,12 @@ FORM_FIELDS = [
 ]
 # Pages whose POST is an action that takes no input (and writes by design), or whose only
 # input is a new password: a body of bad values is no bad input to them.
-WRITES_ON_ANY_POST = {"patterns:batch", "admin:auth_user_password_change"}
+# (A backfill run's Pause button pauses it: a write, for staff, on any POST with its token.)
+WRITES_ON_ANY_POST = {
+    "patterns:batch",
+    "admin:auth_user_password_change",
+    "admin:dbops_backfillrun_control",
+}
 # Writes a sweep request may make: its session, and the login throttle counting failed logins.
 BOOKKEEPING_TABLES = {"django_session", "axes_accessattempt", "axes_accessfailurelog"}
 
@@ -151,6 +156,7 @@ class World:
             "product_id": str(product.pk),
             "app_label": "orders",
             "url": "nowhere/",
+            "action": "pause",
         }
 
     def valid(self, route: str, name: str | None) -> dict[str, str]:
@@ -246,9 +252,11 @@ def requests_for(world: World, route: str, name: str | None, *, staff: bool) -> 
             yield "POST", good_path, None, {f: value for f in FORM_FIELDS}, None
     # Headers the app reads (the health token; the login throttle's user agent and address),
     # where it reads them, and a NUL in any header anywhere.
-    reads_headers = action == "login" or name == "health:ready"
+    reads_headers = action == "login" or name in ("health:ready", "health:metrics")
     for value in ["x" * 5000, "²", NUL] if reads_headers else [NUL]:
         headers = {h: value for h in ("User-Agent", "X-Health-Token", "X-Forwarded-For", "Accept")}
+        yield "GET", good_path, None, None, headers
+        headers = {"Authorization": f"Bearer {value}"}
         yield "GET", good_path, None, None, headers
     # The session cookie is read everywhere; a quoted cookie may carry a NUL as an octal escape.
     for cookie in ['sessionid="abcdefgh\\000ijkl"', "sessionid=" + "²" * 40]:

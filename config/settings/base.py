@@ -100,6 +100,11 @@ DBOPS = {
     # dbops' own migrations up to 0003 predate the deploy-safety rules (dbops.E110-E117): two of
     # their columns have Python-only defaults (E115), applied long ago; not judged again.
     "MIGRATION_SAFETY_BASELINE": {"dbops": "0003_backfillrun_replica_pauses"},
+    # /health/metrics (Prometheus text, for staff and the health token).
+    "METRICS_ENABLED": env.bool("METRICS_ENABLED", default=True),
+    # backfill_column pauses while the server writes WAL faster than this (0: never).
+    "BACKFILL_MAX_WAL_BYTES_PER_S": env.int("BACKFILL_MAX_WAL_MB_PER_S", default=0, minimum=0)
+    * 2**20,
 }
 
 # CACHES
@@ -107,7 +112,13 @@ DBOPS = {
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A cache server that stops answering costs a request (and a readiness probe) a
+            # second, not the client's default of waiting forever.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -7,7 +7,9 @@ from .nplusone import *  # noqa: F403
 DATABASES = databases(embedded=True)
 # migrationsapp: a test-only app whose migrations run Django's operations and dbops' through
 # manage.py migrate (tests/dbops/test_migration_guard.py, test_migrations_at_scale.py).
-INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "zeal", "tests.migrationsapp"]
+# dbops_testapp: the toolkit's own test models: tables keyed by an integer, a UUID and a
+# composite primary key.
+INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "zeal", "tests.migrationsapp", "tests.dbops_testapp"]
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -13,13 +13,12 @@ from django.db.models import Field, Model
 
 from dbops.backfill.options import BackfillOptions, Expression, FromField, Value
 from dbops.errors import error_text
+from dbops.exceptions import DbopsError
 
 MIN_BATCH, MAX_BATCH = 1, 100_000
-START_KEY = -(2**63)
-INTEGER_KEYS = {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField"}
 
 
-class BackfillError(Exception):
+class BackfillError(DbopsError):
     """The backfill cannot start or cannot go on; the message says why and what to do."""
 
 
@@ -28,7 +27,8 @@ class BackfillPlan:
     options: BackfillOptions
     target: str  # app_label.Model.field
     table: str
-    pk_column: str
+    key_columns: tuple[str, ...]  # the primary key's columns, in the key's order
+    key_types: tuple[str, ...]  # their SQL types, from the catalog (format_type)
     column: str
     set_sql: str
     where: str
@@ -41,6 +41,10 @@ class BackfillPlan:
     @property
     def batch_size(self) -> int:
         return min(max(self.options.batch_size, MIN_BATCH), MAX_BATCH)
+
+    @property
+    def key_label(self) -> str:
+        return ", ".join(self.key_columns)
 
     @property
     def source(self) -> dict[str, str]:
@@ -56,25 +60,69 @@ class BackfillPlan:
         """What the run writes and to which rows: a resumed run must have the same."""
         return {**self.source, "where": self.where}
 
-    def update_sql(self) -> str:
+    def after_params(self, key: list[str] | None) -> dict[str, Any]:
+        """The checkpoint as the batch statement's parameters (none before the first batch)."""
+        if key is None:
+            return {}
+        return {f"after_{i}": value for i, value in enumerate(key)}
+
+    def update_sql(self, *, first: bool = False) -> str:
+        """One statement per batch: the next keys after the checkpoint (none for the first
+        batch), the rows among them that match ``where`` updated, and back: the last key
+        visited (each column as text), how many keys were visited, how many rows were filled."""
         q = connections[self.database].ops.quote_name
-        table, pk, column = q(self.table), q(self.pk_column), q(self.column)
+        table, column = q(self.table), q(self.column)
+        keys = ", ".join(q(c) for c in self.key_columns)
+        # The checkpoint comes back as text and goes in again cast to each column's own type: a
+        # row-value comparison, so an index on the whole key serves it whatever its columns.
+        bound = ", ".join(f"CAST(%(after_{i})s AS {t})" for i, t in enumerate(self.key_types))
+        after = "" if first else f"WHERE ({keys}) > ({bound})"
+        descending = ", ".join(f"{q(c)} DESC" for c in self.key_columns)
+        as_text = ", ".join(f"{q(c)}::text" for c in self.key_columns)
         # Identifiers quoted; set_sql and where are the operator's own SQL (what the command is for),
         # run through a one-statement cursor; values travel as parameters.
-        # The batch's keys go to the UPDATE as an array (`= ANY(ARRAY(...))`), which the planner
-        # turns into primary-key lookups whatever it estimates. A range bound read from a CTE
-        # (`pk <= bounds.upper`) is unknown at plan time: once `where` matched most of a large
-        # table, PostgreSQL chose a sequential scan of the whole table for every batch (seen on
-        # 2,000,000 rows: 0.6 s per batch, then batches of one row).
         return f"""
 WITH next_keys AS MATERIALIZED (
-    SELECT {pk} FROM {table} WHERE {pk} > %(after)s ORDER BY {pk} LIMIT %(limit)s
+    SELECT {keys} FROM {table} {after} ORDER BY {keys} LIMIT %(limit)s
 ), filled AS (
     UPDATE {table} SET {column} = {self.set_sql}
-     WHERE {table}.{pk} = ANY(ARRAY(SELECT {pk} FROM next_keys)) AND ({_escape(self.where)})
+     WHERE {self._batch_rows(table, keys)} AND ({_escape(self.where)})
     RETURNING 1
 )
-SELECT (SELECT max({pk}) FROM next_keys), (SELECT count(*) FROM filled)""".strip()  # noqa: S608
+SELECT (SELECT ARRAY[{as_text}] FROM next_keys ORDER BY {descending} LIMIT 1),
+       (SELECT count(*) FROM next_keys), (SELECT count(*) FROM filled)""".strip()  # noqa: S608
+
+    def _batch_rows(self, table: str, keys: str) -> str:
+        """The UPDATE's rows: the batch's keys, read through the primary key's index.
+
+        One column: ``= ANY(ARRAY(...))``, which the planner turns into index lookups whatever it
+        estimates. A range bound read from a CTE (``pk <= bounds.upper``) is unknown at plan time:
+        once ``where`` matched most of a large table, PostgreSQL chose a sequential scan of the
+        whole table for every batch (seen on 2,000,000 rows: 0.6 s per batch, then batches of one
+        row). Several columns: a semi-join on the whole key, with hash and merge joins switched off
+        for the batch's transaction (``batch_settings``), so it too is a loop of index lookups.
+        """
+        if len(self.key_columns) == 1:
+            return f"{table}.{keys} = ANY(ARRAY(SELECT {keys} FROM next_keys))"  # noqa: S608 (quoted)
+        qualified = ", ".join(
+            f"{table}.{connections[self.database].ops.quote_name(c)}" for c in self.key_columns
+        )
+        return f"({qualified}) IN (SELECT {keys} FROM next_keys)"  # noqa: S608 (quoted)
+
+    def batch_settings(self) -> dict[str, str]:
+        """Settings local to each batch's transaction (``set_config(..., true)``)."""
+        options = self.options
+        settings = {
+            "lock_timeout": f"{options.lock_timeout_ms}ms",
+            "statement_timeout": f"{options.statement_timeout_ms}ms",
+            # Off: the batch and its checkpoint commit together, so a commit lost in a crash loses
+            # both, and the run does that batch again (the engine reads the checkpoint back from
+            # the database after any failure, never trusting the one it last saw).
+            "synchronous_commit": "on" if options.synchronous_commit else "off",
+        }
+        if len(self.key_columns) > 1:
+            settings.update(enable_hashjoin="off", enable_mergejoin="off")
+        return settings
 
 
 def _escape(fragment: str) -> str:
@@ -97,13 +145,11 @@ def _target(options: BackfillOptions) -> tuple[type[Model], Field]:
         raise BackfillError(f"{label} has no field {options.field_name!r}.") from exc
     if not getattr(target, "concrete", False) or target.many_to_many or not target.column:
         raise BackfillError(f"{label}.{options.field_name} is not a column that can be filled.")
-    if target.primary_key:
+    if target.primary_key or target in model._meta.pk_fields:
+        part = "part of " if model._meta.is_composite_pk else ""
         raise BackfillError(
-            f"{label}.{options.field_name} is the primary key: batches are keyed on it, it cannot be filled."
-        )
-    if model._meta.pk.get_internal_type() not in INTEGER_KEYS:
-        raise BackfillError(
-            f"{label} has a non-integer primary key: keyset batches here need an integer key."
+            f"{label}.{options.field_name} is {part}the primary key: batches are keyed on it, "
+            "it cannot be filled."
         )
     return model, target
 
@@ -137,6 +183,26 @@ def _source_sql(options: BackfillOptions, model, target) -> tuple[str, dict[str,
     return f"({_escape(source.sql)})", {}
 
 
+def _key_types(database: str, table: str, columns: list[str]) -> tuple[str, ...]:
+    """Each key column's SQL type as the catalog spells it (``bigint``, ``uuid``,
+    ``character varying(20)``): the checkpoint, kept as text, is cast back to it."""
+    q = connections[database].ops.quote_name
+    with cursor(database) as cur:
+        cur.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+            [q(table)],
+        )
+        types = dict(cur.fetchall())
+    missing = [c for c in columns if c not in types]
+    if missing:
+        raise BackfillError(
+            f"The table {table} or its key column(s) {', '.join(missing)} do not exist in the "
+            f"database {database!r}: run manage.py migrate first."
+        )
+    return tuple(types[c] for c in columns)
+
+
 def plan_build(options: BackfillOptions) -> BackfillPlan:
     """Check the request against the models and build the plan; raises BackfillError."""
     if options.database not in connections:
@@ -144,6 +210,7 @@ def plan_build(options: BackfillOptions) -> BackfillPlan:
             f"Unknown database alias {options.database!r}: use one of {', '.join(connections)}."
         )
     model, target = _target(options)
+    key_fields = model._meta.pk_fields
     set_sql, params = _source_sql(options, model, target)
     q = connections[options.database].ops.quote_name
     where = options.where if options.where is not None else f"{q(target.column)} IS NULL"
@@ -155,7 +222,10 @@ def plan_build(options: BackfillOptions) -> BackfillPlan:
         options=options,
         target=f"{model._meta.app_label}.{model.__name__}.{target.name}",
         table=model._meta.db_table,
-        pk_column=model._meta.pk.column,
+        key_columns=tuple(f.column for f in key_fields),
+        key_types=_key_types(
+            options.database, model._meta.db_table, [f.column for f in key_fields]
+        ),
         column=target.column,
         set_sql=set_sql,
         where=where,
@@ -172,12 +242,15 @@ def cursor(database: str) -> psycopg.Cursor:
 
 
 def plan_check(plan: BackfillPlan) -> None:
-    """Have PostgreSQL parse and plan the batch statement (EXPLAIN, nothing runs); BackfillError if it refuses."""
+    """Have PostgreSQL parse and plan both forms of the batch statement (EXPLAIN, nothing runs);
+    BackfillError if it refuses."""
+    nothing = {f"after_{i}": None for i in range(len(plan.key_columns))}
     try:
         with transaction.atomic(using=plan.database), cursor(plan.database) as cur:
-            cur.execute(
-                f"EXPLAIN {plan.update_sql()}", {**plan.params, "after": START_KEY, "limit": 1}
-            )
+            for first, after in ((True, {}), (False, nothing)):
+                cur.execute(
+                    f"EXPLAIN {plan.update_sql(first=first)}", {**plan.params, **after, "limit": 1}
+                )
     except (DatabaseError, psycopg.Error) as exc:
         raise BackfillError(
             f"PostgreSQL rejects this backfill: {error_text(exc)}. Check the expression, value and row filter."
@@ -191,10 +264,16 @@ def rows_to_fill(plan: BackfillPlan) -> int:
         return cur.fetchone()[0]
 
 
-def key_range(plan: BackfillPlan) -> tuple[int | None, int | None]:
+def rows_estimate(plan: BackfillPlan) -> int:
+    """Rows in the table: the planner's count (free), or a real count when the table was never
+    analyzed (small tables, new ones); progress and ETA are measured against it."""
     q = connections[plan.database].ops.quote_name
     with cursor(plan.database) as cur:
         cur.execute(
-            f"SELECT min({q(plan.pk_column)}), max({q(plan.pk_column)}) FROM {q(plan.table)}"  # noqa: S608 (quoted)
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [q(plan.table)]
         )
-        return cur.fetchone()
+        estimate = cur.fetchone()[0]
+        if estimate is not None and estimate > 0:
+            return estimate
+        cur.execute(f"SELECT count(*) FROM {q(plan.table)}")  # noqa: S608 (quoted)
+        return cur.fetchone()[0]

@@ -220,7 +220,7 @@ def test_resume_after_sigkill_fills_every_row_exactly_once(products):
 
     output = run(*FILL)
     assert (
-        f"Resuming run #{killed.pk} after id {killed.last_pk:,}, "
+        f"Resuming run #{killed.pk} after id {int(killed.last_key[0]):,}, "
         f"{killed.rows_done:,} rows done already." in output
     )
     resumed = BackfillRun.objects.get()
@@ -310,7 +310,7 @@ def test_a_run_that_cannot_go_on_fails_keeping_its_checkpoint(products):
         run(*failing, "--batch-size", "10", "--target-batch-ms", "1000000")
     failed = BackfillRun.objects.get()
     assert failed.status == BackfillStatus.FAILED and "null value" in failed.last_error
-    assert failed.rows_done == 50 and failed.last_pk == first_id + 49
+    assert failed.rows_done == 50 and failed.last_key == [str(first_id + 49)]
     assert names_left() == 150
 
 
@@ -332,7 +332,7 @@ def test_a_kill_between_a_batch_and_its_checkpoint_loses_both(products):
     """The checkpoint commits in the batch's transaction: killed just before it, the batch's rows
     roll back with it, and the run (which reconnects and goes on from its last checkpoint) fills
     them once. Were the checkpoint written after the batch committed, they would be filled twice."""
-    error = killed_before('SET "last_pk"', lambda: run(*APPEND, "--batch-size", "50"))
+    error = killed_before('SET "last_key"', lambda: run(*APPEND, "--batch-size", "50"))
     assert error is None  # the lost batch was retried on a new connection
     assert filled_once()
     finished = BackfillRun.objects.get()
@@ -374,7 +374,7 @@ def test_a_run_resumes_after_its_checkpoint_not_from_the_start(row_refusing_upda
     with pytest.raises(CommandError, match="keeps its checkpoint"):
         run(*APPEND, "--batch-size", "16")
     stopped = BackfillRun.objects.get()
-    assert stopped.last_pk == stop - 1 and stopped.rows_done == 120
+    assert stopped.last_key == [str(stop - 1)] and stopped.rows_done == 120
     lift()
     run(*APPEND, "--batch-size", "16")
     assert filled_once()
@@ -455,7 +455,7 @@ def test_a_run_that_lost_its_lease_writes_no_more_batches(products):
     stolen = []
 
     def steal_the_lease(execute, sql, params, many, context):
-        if 'SET "last_pk"' in sql and not stolen:
+        if 'SET "last_key"' in sql and not stolen:
             stolen.append(True)
             with raw_connection() as other:
                 other.execute("UPDATE dbops_backfillrun SET lease_owner = 'elsewhere:1:x'")
@@ -523,7 +523,7 @@ def test_a_batch_reads_its_rows_by_primary_key_even_when_the_filter_matches_the_
     # table (all it knows of a bound read from a CTE) is cheaper to read in one sequential scan.
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT set_config('random_page_cost', '20', true)")
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {plan.update_sql()}", {"after": 0, "limit": 100})
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {plan.update_sql()}", {"after_0": "0", "limit": 100})
         explained = json.dumps(cursor.fetchone()[0])
     assert '"Seq Scan"' not in explained, explained
     assert explained.count('"Index Name": "orders_product_pkey"') == 2  # the keys, the update

@@ -66,7 +66,7 @@ def test_a_backfill_pauses_while_the_replica_lags_and_goes_on_when_it_catches_up
     thread = threading.Thread(target=backfill)
     thread.start()
     deadline = time.monotonic() + 30
-    while not BackfillRun.objects.filter(replica_pauses__gte=1).exists():
+    while not BackfillRun.objects.filter(pauses__replica_lag__count__gte=1).exists():
         assert time.monotonic() < deadline and thread.is_alive(), failure
         time.sleep(0.01)
     # Waiting for the replica, with rows left: it does not go on while replay is paused.
@@ -77,5 +77,8 @@ def test_a_backfill_pauses_while_the_replica_lags_and_goes_on_when_it_catches_up
     assert not failure, failure
     run = BackfillRun.objects.get()
     assert run.status == BackfillStatus.DONE and run.rows_done == 200
-    assert run.replica_pauses >= 1 and run.replica_paused_s > 0
-    assert f"{run.replica_pauses} pauses" in out.getvalue()
+    replica = run.pauses["replica_lag"]
+    assert replica["count"] >= 1 and replica["seconds"] > 0
+    assert "the replica is" in replica["last"]
+    assert f"replica lag {replica['count']}x" in out.getvalue()
+    assert "Pausing for replica lag: the replica is" in out.getvalue()

@@ -141,7 +141,12 @@ CHECKS_IN_ORDER = [
     "long transactions",
     "idle in transaction",
     "blocked locks",
+    "schema drift",
+    "sequences",
+    "transaction ID age",
+    "index bloat",
     "pool sizing",
+    "cache",
 ]
 
 

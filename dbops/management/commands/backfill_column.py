@@ -1,3 +1,4 @@
+import argparse
 import sys
 import time
 
@@ -5,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from dbops import routing
 from dbops.backfill import (
+    BackfillCancelled,
     BackfillError,
     BackfillOptions,
     Expression,
@@ -42,6 +44,29 @@ def _duration(seconds: float | None) -> str:
     )
 
 
+def pauses_text(pauses: dict) -> str:
+    """'replica lag 2x 3.1 s, vacuum 1x 0.4 s', or '' when the run never paused."""
+    return ", ".join(
+        f"{name.replace('_', ' ')} {entry.get('count', 0)}x {entry.get('seconds', 0):.1f} s"
+        for name, entry in sorted(pauses.items())
+    )
+
+
+def _health_options(options: dict) -> dict:
+    """The throttle's flags; None leaves the DBOPS setting in charge."""
+    for name in ("max_replica_lag_ms", "max_lock_wait_ms", "max_wal_mb_per_s"):
+        value = options.get(name)
+        if value is not None and value < 0:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 0.")
+    wal = options.get("max_wal_mb_per_s")
+    return {
+        "max_replica_lag_ms": options.get("max_replica_lag_ms"),
+        "max_lock_wait_ms": options.get("max_lock_wait_ms"),
+        "pause_on_vacuum": options.get("vacuum_pause"),
+        "max_wal_bytes_per_s": None if wal is None else wal * 2**20,
+    }
+
+
 def options_parse(options: dict) -> BackfillOptions:
     """The command's flags as the library's typed options; CommandError names a bad flag."""
     sources = [
@@ -57,11 +82,10 @@ def options_parse(options: dict) -> BackfillOptions:
     for name, least in ((n, least) for n, (least, _) in NUMERIC.items()):
         if options[name] < least:
             raise CommandError(f"--{name.replace('_', '-')} must be at least {least}.")
-    lag = options.get("max_replica_lag_ms")
-    if lag is not None and lag < 0:
-        raise CommandError("--max-replica-lag-ms must be at least 0.")
+    commit = options.get("synchronous_commit")
     return BackfillOptions(
-        max_replica_lag_ms=lag,
+        **_health_options(options),
+        synchronous_commit=DEFAULTS.synchronous_commit if commit is None else commit == "on",
         model_label=options["model"],
         field_name=options["field"],
         source=sources[0][1],
@@ -74,10 +98,14 @@ def options_parse(options: dict) -> BackfillOptions:
 
 class Command(BaseCommand):
     help = (
-        "Fill a column in keyset batches on the primary key, one short transaction per batch. "
-        "Resumable: a run that is killed or fails continues from its checkpoint when the same "
-        "command runs again. Example: backfill_column shop.Customer email_normalized "
-        '--expression "lower(btrim(email))"'
+        "Fill a column in keyset batches on the primary key (any key: integer, UUID, "
+        "composite), one short transaction per batch. Resumable: a run that is killed or fails "
+        "continues from its checkpoint when the same command runs again. Steered from the admin "
+        "(/admin/dbops/backfillrun/): a paused run waits here until resumed (also when this "
+        "command starts on it); a cancelled run stops after its batch in flight (exit 3) and "
+        "needs --restart to start over. Pauses between batches while the database is unhealthy "
+        "(replica lag, sessions waiting on its locks, a VACUUM on the table, WAL rate). "
+        'Example: backfill_column shop.Customer email_normalized --expression "lower(btrim(email))"'
     )
 
     def add_arguments(self, parser):
@@ -116,13 +144,14 @@ class Command(BaseCommand):
                 help=f"{text} (default {default:g}; at least {least})",
             )
         parser.add_argument(
-            "--max-replica-lag-ms",
-            type=float,
+            "--synchronous-commit",
+            choices=["on", "off"],
             default=None,
-            help="pause between batches while the read replica lags more than this, in "
-            "milliseconds (default: DBOPS['REPLICA_MAX_LAG_MS'], the router's ceiling; no replica "
-            "configured: no pauses)",
+            help="whether each batch's commit waits for its WAL to reach the disk (default "
+            f"{'on' if DEFAULTS.synchronous_commit else 'off'}); off is safe here: a batch commits "
+            "with its checkpoint, so a crash that loses one loses both and the run redoes it",
         )
+        self.add_health_arguments(parser)
         parser.add_argument(
             "--dry-run",
             action="store_true",
@@ -139,6 +168,41 @@ class Command(BaseCommand):
             help=f"database alias (default: {DEFAULTS.database})",
         )
 
+    def add_health_arguments(self, parser):
+        """Throttling on the database's health: each pause reported with its reason."""
+        health = parser.add_argument_group(
+            "pause between batches while the database is unhealthy (defaults: the DBOPS settings)"
+        )
+        health.add_argument(
+            "--max-replica-lag-ms",
+            type=float,
+            default=None,
+            help="while the read replica lags more than this, in milliseconds (default: "
+            "DBOPS['REPLICA_MAX_LAG_MS'], the router's ceiling; no replica configured: no pauses)",
+        )
+        health.add_argument(
+            "--max-lock-wait-ms",
+            type=float,
+            default=None,
+            help="when a session waited longer than this behind a batch's row locks, in "
+            "milliseconds: pause and halve the batch (default: "
+            "DBOPS['BACKFILL_MAX_LOCK_WAIT_MS']; 0: never)",
+        )
+        health.add_argument(
+            "--vacuum-pause",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="while autovacuum (or any VACUUM) works on the table (default: "
+            "DBOPS['BACKFILL_PAUSE_ON_VACUUM'])",
+        )
+        health.add_argument(
+            "--max-wal-mb-per-s",
+            type=float,
+            default=None,
+            help="while the server writes WAL faster than this, in MiB per second over the "
+            "last second (default: DBOPS['BACKFILL_MAX_WAL_BYTES_PER_S']; 0: never)",
+        )
+
     def handle(self, *args, **options):
         self.verbosity = options["verbosity"]
         try:
@@ -150,7 +214,9 @@ class Command(BaseCommand):
             self.tty = sys.stdout.isatty() and self.verbosity > 0
             self.last_line = 0.0
             self.resuming(plan)
-            run = backfill(plan, progress=self.progress)
+            run = backfill(plan, progress=self.progress, notify=self.notify)
+        except BackfillCancelled as exc:
+            raise CommandError(str(exc), returncode=3) from exc
         except BackfillError as exc:
             self.end_progress_line()
             raise CommandError(str(exc)) from exc
@@ -160,7 +226,8 @@ class Command(BaseCommand):
             self.end_progress_line()
             raise CommandError(
                 "Interrupted. Every finished batch is committed with its checkpoint and the one "
-                "under way was rolled back: run the same command again to resume.",
+                "under way was rolled back: run the same command again to resume (a run that a "
+                "person paused stays paused until someone resumes it).",
                 returncode=130,
             ) from None
         if self.tty:
@@ -171,8 +238,8 @@ class Command(BaseCommand):
                 self.style.SUCCESS(
                     f"Done: {plan.target}: {run.rows_done:,} rows in {run.batches:,} batches, "
                     f"{_duration(elapsed)} since run #{run.pk} began; longest batch {run.longest_batch_ms:.0f} ms, "
-                    f"{run.retries} retries, {run.splits} splits, {run.replica_pauses} pauses "
-                    f"({run.replica_paused_s:.1f} s) for replica lag."
+                    f"{run.retries} retries, {run.splits} splits; "
+                    + (f"paused for {pauses_text(run.pauses)}." if run.pauses else "no pauses.")
                 )
             )
 
@@ -200,11 +267,7 @@ class Command(BaseCommand):
         if plan.options.restart:
             self.stdout.write(f"Abandoning run #{unfinished.pk} ({done}); starting over.")
         elif unfinished.options == plan.recorded_options:
-            where = (
-                "from the start"
-                if unfinished.last_pk is None
-                else f"after id {unfinished.last_pk:,}"
-            )
+            where = _after_key(unfinished.last_key)
             self.stdout.write(f"Resuming run #{unfinished.pk} {where}, {done}.")
 
     def dry_run(self, plan):
@@ -214,16 +277,15 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Rows:     {plan.where}")
         self.stdout.write(
-            f"Batches:  keyset on {plan.pk_column}, starting at {plan.batch_size} rows, toward {plan.options.target_batch_ms:g} ms each"
+            f"Batches:  keyset on ({plan.key_label}), starting at {plan.batch_size} rows, toward {plan.options.target_batch_ms:g} ms each"
         )
         self.stdout.write(
             f"Per batch: lock_timeout {plan.options.lock_timeout_ms} ms, statement_timeout {plan.options.statement_timeout_ms} ms"
         )
+        self.dry_run_health(plan)
         self.stdout.write(
-            f"Between batches: pause while the replica lags over {throttle.threshold_ms(plan):g} ms"
-            + ("" if routing.replica_configured() else " (no replica configured)")
+            f"SQL (one statement, one transaction per batch):\n{plan.update_sql(first=False)}"
         )
-        self.stdout.write(f"SQL (one statement, one transaction per batch):\n{plan.update_sql()}")
         if plan.params:
             self.stdout.write(f"Parameters: {plan.params}")
         self.stdout.write(
@@ -231,6 +293,32 @@ class Command(BaseCommand):
                 f"Rows to fill now: {rows_to_fill(plan):,}. Dry run: nothing was written."
             )
         )
+
+    def dry_run_health(self, plan):
+        limits = throttle.limits(plan)
+        self.stdout.write(
+            f"Per batch: synchronous_commit {'on' if plan.options.synchronous_commit else 'off'}"
+        )
+        self.stdout.write(
+            "Between batches, pause while: the replica lags over "
+            f"{limits.replica_lag_ms:g} ms"
+            + ("" if routing.replica_configured() else " (no replica configured)")
+            + (
+                f"; a session waited over {limits.lock_wait_ms:g} ms behind a batch's locks"
+                if limits.lock_wait_ms
+                else ""
+            )
+            + ("; a VACUUM works on the table" if limits.vacuum else "")
+            + (
+                f"; WAL is written faster than {limits.wal_bytes_per_s / 2**20:g} MiB/s"
+                if limits.wal_bytes_per_s
+                else ""
+            )
+        )
+
+    def notify(self, line: str):
+        if self.verbosity:
+            self.stdout.write(("\n" if self.tty else "") + line)
 
     def progress(self, p: Progress):
         if not self.verbosity:
@@ -250,11 +338,17 @@ class Command(BaseCommand):
         if now - self.last_line >= 2 or p.fraction >= 1:
             self.last_line = now
             self.stdout.write(
-                f"{run.target}: {run.rows_done:,} rows, up to id {run.last_pk} ({p.fraction:.0%}), "
-                f"{p.rate:,.0f} rows/s, ETA {_duration(p.eta_s)}, batch {run.batch_size}"
-                + (
-                    f", {run.replica_pauses} pauses ({run.replica_paused_s:.1f} s) for replica lag"
-                    if run.replica_pauses
-                    else ""
-                )
+                f"{run.target}: {run.rows_done:,} rows, up to key ({', '.join(run.last_key)}) "
+                f"({p.fraction:.0%}), {p.rate:,.0f} rows/s, ETA {_duration(p.eta_s)}, "
+                f"batch {run.batch_size}"
+                + (f", paused for {pauses_text(run.pauses)}" if run.pauses else "")
             )
+
+
+def _after_key(last_key: list[str] | None) -> str:
+    """Where a resumed run starts: 'after id 1,234', 'after key (7, 2026-01)', 'from the start'."""
+    if not last_key:
+        return "from the start"
+    if len(last_key) == 1 and last_key[0].isascii() and last_key[0].isdigit():
+        return f"after id {int(last_key[0]):,}"
+    return f"after key ({', '.join(last_key)})"

@@ -8,7 +8,10 @@ from dbops.doctor import examine
 class Command(BaseCommand):
     help = (
         "Examine the database: pending migrations, INVALID indexes, NOT VALID constraints, long and "
-        "idle-in-transaction sessions, blocked locks, pool sizing. Exits 1 when something needs action."
+        "idle-in-transaction sessions, blocked locks, tables or columns the models need and the "
+        "database lacks, sequences near their limit, transaction ID age, index bloat (with the "
+        "REINDEX CONCURRENTLY to run), pool sizing, the cache server. Thresholds: the DBOPS "
+        "settings. Exits 1 when something needs action."
     )
 
     def add_arguments(self, parser):

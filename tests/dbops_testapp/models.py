@@ -1,0 +1,55 @@
+"""Tables for the toolkit's tests: the same columns behind three kinds of primary key."""
+
+import os
+import time
+import uuid
+
+from django.db import models
+
+
+def uuid7() -> uuid.UUID:
+    """A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then random bits, so values
+    sort by creation time (what new projects pick for keys; Python has it from 3.14)."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (2**48 - 1)) << 80
+    value |= 0x7 << 76 | (rand >> 62 & 0xFFF) << 64  # version, 12 random bits
+    value |= 0b10 << 62 | rand & (2**62 - 1)  # variant, 62 random bits
+    return uuid.UUID(int=value)
+
+
+class Named(models.Model):
+    class Meta:
+        abstract = True
+
+    def __str__(self):
+        return self.name
+
+
+class Item(Named):
+    """Keyed by a bigint, like most tables."""
+
+    name = models.CharField(max_length=100)
+    # NULL until a backfill fills it: what the tests fill.
+    name_upper = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    note = models.CharField(max_length=100, blank=True, default="")
+
+
+class UuidItem(Named):
+    """Keyed by a UUIDv7."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    name = models.CharField(max_length=100)
+    # NULL until a backfill fills it: what the tests fill.
+    name_upper = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+
+
+class CompositeItem(Named):
+    """Keyed by two columns of two types (Django 5.2's CompositePrimaryKey)."""
+
+    pk = models.CompositePrimaryKey("tenant", "code")
+    tenant = models.IntegerField()
+    code = models.CharField(max_length=20)
+    name = models.CharField(max_length=100)
+    # NULL until a backfill fills it: what the tests fill.
+    name_upper = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
