@@ -31,7 +31,7 @@ from accounts.exceptions import (
     SameAccount,
 )
 from accounts.locks import accounts_lock
-from accounts.models import Account, LedgerEntry, Transfer
+from accounts.models import Account, LedgerEntry, LedgerKey, Transfer
 from accounts.sql import BALANCES_MOVE, TRANSFER_BY_KEY, ledger_insert, transfer_insert
 from core.idempotency import idempotency_key_clean
 from core.ids import id_parse
@@ -66,11 +66,9 @@ def account_deposit(
     if account is None:
         raise AccountNotFound(account_id)
     if key is not None:
-        # Unique per account: no ORDER BY (``first()`` would add one and walk the account's history).
-        earlier = next(
-            iter(LedgerEntry.objects.filter(account=account, idempotency_key=key).order_by()[:1]),
-            None,
-        )
+        # Checked under the account's lock, as for transfers: a concurrent deposit with the same
+        # key waits above, then finds the committed entry here.
+        earlier = _deposit_by_key(account.pk, key)
         if earlier is not None:
             if earlier.amount != amount or earlier.transfer_id is not None:
                 raise IdempotencyConflict(key)
@@ -82,6 +80,21 @@ def account_deposit(
     return LedgerEntry.objects.create(
         account=account, amount=amount, balance_after=balance_after, idempotency_key=key
     )
+
+
+def _deposit_by_key(account_id: int, key: str) -> LedgerEntry | None:
+    """The entry a deposit key was first used for. The ledger is partitioned by month: its key row
+    (LedgerKey, one index lookup) names the entry's id and time, so the entry is read from one
+    partition instead of one index probe per month."""
+    found = (
+        LedgerKey.objects.filter(account_id=account_id, idempotency_key=key)
+        .order_by()
+        .values_list("entry_id", "entry_created_at")[:1]
+    )
+    for entry_id, created_at in found:
+        entries = LedgerEntry.objects.filter(pk=entry_id, created_at=created_at).order_by()[:1]
+        return next(iter(entries), None)
+    return None
 
 
 def _transfer_apply(

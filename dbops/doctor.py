@@ -11,6 +11,7 @@ from django.db import DatabaseError
 from dbops import catalog, routing
 from dbops.checks import pool_sizing
 from dbops.errors import error_text
+from dbops.partitioning.maintain import ahead_report
 
 
 @dataclass
@@ -76,6 +77,15 @@ def _checks(long_transaction_s: float, idle_s: float) -> list[ListCheck]:
             lambda n: f"{n} session(s) waiting for a lock",
             "none",
             "see blocked_by_pid: end or finish the blocking session",
+        ),
+        ListCheck(
+            "partitions ahead",
+            lambda alias: [r for r in ahead_report(using=alias) if not r["ok"]],
+            lambda n: (
+                f"{n} table(s) with fewer than DBOPS['PARTITIONS_MIN_AHEAD'] partitions ahead"
+            ),
+            "enough ahead for every table in DBOPS['PARTITIONED_TABLES']",
+            "an INSERT past the last partition fails: run manage.py partitions_maintain (daily, from cron)",
         ),
     ]
 

@@ -436,7 +436,8 @@ MODEL_RULES = (
     (operations.AddField, _add_field_issues),
     (operations.AlterField, _alter_field_issues),
 )
-# Subclasses of the operations above that are the safe forms.
+# Subclasses of the operations above that are the safe forms. An operation class may also say
+# so itself with ``blocks_traffic = False`` (dbops.partitioning.operations do).
 SAFE_FORMS = (DjangoAddIndexConcurrently, AddConstraintNotValid)
 
 
@@ -449,7 +450,7 @@ def _issues(operation: Operation, ctx: Context) -> Iterator[tuple[Operation, Iss
         for issue in _run_sql_issues(operation, ctx):
             yield operation, issue
         return
-    if isinstance(operation, SAFE_FORMS):
+    if isinstance(operation, SAFE_FORMS) or getattr(operation, "blocks_traffic", None) is False:
         return
     for kind, rule in MODEL_RULES:
         if isinstance(operation, kind) and ctx.existing_table(operation.model_name):

@@ -81,6 +81,10 @@ DBOPS = {
     "HEALTH_FAIL_ON_PENDING_MIGRATIONS": env.bool(
         "HEALTH_FAIL_ON_PENDING_MIGRATIONS", default=False
     ),
+    # The ledger, partitioned by month (accounts/migrations/0003-0006): manage.py partitions_maintain
+    # keeps 3 months ahead; every month stays attached, since a balance is the sum of all its
+    # entries (README: "Partitioning the ledger").
+    "PARTITIONED_TABLES": {"accounts_ledgerentry": {"interval": "month", "ahead": 3}},
 }
 
 # CACHES

@@ -141,6 +141,7 @@ CHECKS_IN_ORDER = [
     "long transactions",
     "idle in transaction",
     "blocked locks",
+    "partitions ahead",
     "pool sizing",
 ]
 
