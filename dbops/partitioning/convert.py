@@ -14,7 +14,7 @@ The steps (each idempotent: run again after a failure or a kill, it finishes or 
 3. The history: ``dbops.partitioning.copy`` copies the rows in batches with the backfill engine.
 4. ``copy_verify``: rows, sums and a checksum of every row, per interval, of both tables in one
    snapshot; any difference stops with the intervals that differ.
-5. ``swap``: in one short transaction under ``lock_timeout``, retried: the tables, their indexes
+5. ``swap`` (``dbops.partitioning.swap``): in one short transaction under ``lock_timeout``, retried: the tables, their indexes
    and the identity sequence trade names, and the trigger turns around, keeping the old table
    (``<table>_old``) equal to the new one: the way back is ``swap(backward=True)``.
 6. ``kept_drop``: drop the old table and its trigger, once nobody wants the way back.
@@ -23,7 +23,6 @@ The steps (each idempotent: run again after a failure or a kill, it finishes or 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +49,7 @@ COPY_SUFFIX = "_p"  # the copy's indexes and sequence, until the swap gives them
 OLD_SUFFIX = "_old"  # the old table's, after the swap
 DEFAULT_LOCK_TIMEOUT_MS = 1000
 DEFAULT_ATTEMPTS = 10
+VERIFIED_MARK = "dbops.partitioning: verified against"
 R = TypeVar("R")
 
 
@@ -119,13 +119,13 @@ def short_transaction(connection, work: Callable[[], R], *, what: str, timeouts:
         ) from exc
 
 
-def _execute(connection, statements: str | Sequence[str]) -> None:
+def run_sql(connection, statements: str | Sequence[str]) -> None:
     with connection.cursor() as cursor:
         for statement in [statements] if isinstance(statements, str) else statements:
             cursor.execute(statement)
 
 
-def _one(connection, query: str, params=()):
+def fetch_one(connection, query: str, params=()):
     with connection.cursor() as cursor:
         cursor.execute(query, params)
         return cursor.fetchone()
@@ -178,7 +178,7 @@ def _partition_starts(connection, conv: Conversion, now: datetime) -> list[datet
     """From the oldest row's interval (or the one before now, if earlier) to ``ahead`` past now:
     a transaction that began before a month's end still writes a row dated in that month."""
     q = connection.ops.quote_name
-    oldest = _one(connection, f"SELECT min({q(conv.column)}) FROM {q(conv.table)}")[0]  # noqa: S608
+    oldest = fetch_one(connection, f"SELECT min({q(conv.column)}) FROM {q(conv.table)}")[0]  # noqa: S608
     unit = conv.unit
     first = unit.shift(unit.floor(now), -1)
     if oldest is not None and oldest < first:
@@ -224,7 +224,7 @@ def _copy_sequence_rename(connection, conv: Conversion, column: str) -> None:
     copy_sequence, _ = catalog.sequence_of(connection, conv.copy, column)
     if identity and copy_sequence is not None:
         q = connection.ops.quote_name
-        _execute(
+        run_sql(
             connection,
             f"ALTER SEQUENCE {q(copy_sequence)} RENAME TO {q(name_for(sequence, COPY_SUFFIX))}",
         )
@@ -238,7 +238,7 @@ def copy_create(connection, conv: Conversion, *, timeouts: Timeouts, now=None) -
         if state(connection, conv) != "before":
             return False
         pk = _copy_checks(connection, conv)
-        _execute(connection, _copy_ddl(connection, conv, pk, now))
+        run_sql(connection, _copy_ddl(connection, conv, pk, now))
         _copy_sequence_rename(connection, conv, pk[1][0])
         return True
 
@@ -255,7 +255,7 @@ def copy_drop(connection, conv: Conversion, *, timeouts: Timeouts) -> None:
     def work() -> None:
         if state(connection, conv) == "copying":
             _sync_drop(connection, conv.table, conv.copy)
-            _execute(connection, f"DROP TABLE IF EXISTS {connection.ops.quote_name(conv.copy)}")
+            run_sql(connection, f"DROP TABLE IF EXISTS {connection.ops.quote_name(conv.copy)}")
 
     short_transaction(connection, work, what=f"dropping {conv.copy}", timeouts=timeouts)
 
@@ -270,14 +270,14 @@ def _sync_create(connection, source: str, target: str) -> None:
     key = catalog.primary_key(connection, target)[1]
     qualified = f"{q(catalog.schema(connection))}.{q(target)}"
     columns = catalog.columns(connection, target)
-    _execute(connection, sql.sync_function_sql(q, function, qualified, columns, key))
+    run_sql(connection, sql.sync_function_sql(q, function, qualified, columns, key))
     if not catalog.trigger_exists(connection, source, sql.SYNC_TRIGGER):
-        _execute(connection, sql.sync_triggers_sql(q, source, function))
+        run_sql(connection, sql.sync_triggers_sql(q, source, function))
 
 
 def _sync_drop(connection, source: str, target: str) -> None:
     q = connection.ops.quote_name
-    _execute(connection, sql.sync_drop_sql(q, source, sql.sync_function_name(source, target)))
+    run_sql(connection, sql.sync_drop_sql(q, source, sql.sync_function_name(source, target)))
 
 
 def sync_install(connection, conv: Conversion, *, timeouts: Timeouts) -> bool:
@@ -327,7 +327,7 @@ def copy_verify(
     q = connection.ops.quote_name
     pk = catalog.primary_key(connection, conv.table)[1][0]
     with transaction.atomic(using=connection.alias):
-        _execute(connection, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        run_sql(connection, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         with statement_timeout(0, using=connection.alias):
             totals = [
                 _totals(
@@ -364,127 +364,23 @@ def verify_or_raise(connection, conv: Conversion, *, sums: Sequence[str] = ()) -
             + "\n".join(lines)
             + "\nNothing was swapped. Run the history copy again (it resumes), then verify again."
         )
+    if state(connection, conv) == "copying":
+        # The swap asks for this mark: from here on the trigger keeps the copy equal.
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        note = f"{VERIFIED_MARK} {conv.table}: {rows} rows, {when}"
+        run_sql(
+            connection,
+            f"COMMENT ON TABLE {connection.ops.quote_name(conv.copy)} IS {literal(note)}",
+        )
     logger.info("verified %s: %d rows, every interval equal", conv.table, rows)
     return rows
 
 
-# 5. Swap and 6. drop ----------------------------------------------------------------------------
+def verified(connection, conv: Conversion) -> bool:
+    """Has ``verify_or_raise`` passed on the copy (and marked it so)?"""
+    note = fetch_one(connection, "SELECT obj_description(%s::regclass, 'pg_class')", [conv.copy])[0]
+    return bool(note and note.startswith(VERIFIED_MARK))
 
 
-def _renames(connection, live: str, spare: str, live_suffix: str, spare_suffix: str) -> list[str]:
-    """Index renames: the live table's indexes take ``live_suffix``; the spare's, named
-    ``<name><spare_suffix>``, take the plain names."""
-    q = connection.ops.quote_name
-    live_names = [i.name for i in catalog.indexes(connection, live)]
-    bases = {name_for(b, spare_suffix): b for b in live_names}
-    for index in catalog.indexes(connection, spare):
-        if index.name.endswith(spare_suffix):
-            bases.setdefault(index.name, index.name[: -len(spare_suffix)])
-    statements = [
-        f"ALTER INDEX {q(name)} RENAME TO {q(name_for(name, live_suffix))}" for name in live_names
-    ]
-    statements += [
-        f"ALTER INDEX {q(index.name)} RENAME TO {q(bases[index.name])}"
-        for index in catalog.indexes(connection, spare)
-        if index.name in bases
-    ]
-    return statements
-
-
-def _sequence_handover(connection, live: str, spare: str, pk: str, suffixes) -> list[str]:
-    """The spare's sequence continues where the live one is; an identity sequence takes the name."""
-    q = connection.ops.quote_name
-    live_seq, identity = catalog.sequence_of(connection, live, pk)
-    if live_seq is None:
-        return []
-    if not identity:  # a serial column: both tables' defaults call its one sequence
-        return [f"ALTER SEQUENCE {q(live_seq)} OWNED BY {q(spare)}.{q(pk)}"]
-    spare_seq, _ = catalog.sequence_of(connection, spare, pk)
-    last, called = _one(connection, f"SELECT last_value, is_called FROM {q(live_seq)}")  # noqa: S608
-    _one(connection, "SELECT setval(%s::regclass, %s, %s)", [q(spare_seq), last, called])
-    return [
-        f"ALTER SEQUENCE {q(live_seq)} RENAME TO {q(name_for(live_seq, suffixes[0]))}",
-        f"ALTER SEQUENCE {q(spare_seq)} RENAME TO {q(live_seq)}",
-    ]
-
-
-def _swap_locked(connection, conv: Conversion, backward: bool) -> None:
-    """Under ACCESS EXCLUSIVE on both tables: trade names, turn the trigger around."""
-    q = connection.ops.quote_name
-    live = conv.table
-    spare, live_becomes = (conv.old, conv.copy) if backward else (conv.copy, conv.old)
-    suffixes = (COPY_SUFFIX, OLD_SUFFIX) if backward else (OLD_SUFFIX, COPY_SUFFIX)
-    pk = catalog.primary_key(connection, live)[1][0]
-    tops = _one(
-        connection,
-        f"SELECT (SELECT max({q(pk)}) FROM {q(live)}), (SELECT max({q(pk)}) FROM {q(spare)})",  # noqa: S608 (quoted)
-    )
-    if tops[0] != tops[1]:
-        raise PartitioningError(
-            f"{spare} is not complete (its last {pk} is {tops[1]}, {live}'s is {tops[0]}): run the "
-            "history copy and verify before the swap."
-        )
-    _sync_drop(connection, live, spare)
-    statements = _sequence_handover(connection, live, spare, pk, suffixes)
-    statements += _renames(connection, live, spare, *suffixes)
-    statements += [
-        f"ALTER TABLE {q(live)} RENAME TO {q(live_becomes)}",
-        f"ALTER TABLE {q(spare)} RENAME TO {q(live)}",
-    ]
-    _execute(connection, statements)
-    _sync_create(connection, live, live_becomes)
-
-
-def swap(
-    connection, conv: Conversion, *, timeouts: Timeouts, backward: bool = False
-) -> float | None:
-    """Step 5 (or its reverse): the milliseconds the tables were locked, None if already done."""
-    wanted, done = ("swapped", "copying") if backward else ("copying", "swapped")
-    held = []
-
-    def work() -> bool:
-        if state(connection, conv) != wanted:
-            return False
-        spare = conv.old if backward else conv.copy
-        q = connection.ops.quote_name
-        # The live table first, as every writer takes it (the trigger then writes the spare).
-        _execute(connection, f"LOCK TABLE {q(conv.table)}, {q(spare)} IN ACCESS EXCLUSIVE MODE")
-        started = time.perf_counter()
-        if state(connection, conv) != wanted:
-            return False
-        _swap_locked(connection, conv, backward)
-        held.append(started)
-        return True
-
-    current = state(connection, conv)
-    if current == done or (current == "done" and not backward):
-        return None
-    if current != wanted:
-        raise PartitioningError(f"{conv.table} is in state {current!r}: nothing to swap.")
-    direction = "back" if backward else "in"
-    if not short_transaction(
-        connection, work, what=f"swapping {conv.table} {direction}", timeouts=timeouts
-    ):
-        return None
-    held_ms = (time.perf_counter() - held[-1]) * 1000
-    logger.warning("swapped %s %s: tables locked for %.1f ms", conv.table, direction, held_ms)
-    return held_ms
-
-
-def kept_drop(connection, conv: Conversion, *, timeouts: Timeouts) -> bool:
-    """Step 6: drop the old table kept for the way back; False if it is gone already."""
-
-    def work() -> bool:
-        current = state(connection, conv)
-        if current == "done":
-            return False
-        if current != "swapped":
-            raise PartitioningError(
-                f"{conv.table} is not the partitioned table yet (state {current!r}): the old "
-                "table is the live one and cannot be dropped."
-            )
-        _sync_drop(connection, conv.table, conv.old)
-        _execute(connection, f"DROP TABLE {connection.ops.quote_name(conv.old)}")
-        return True
-
-    return short_transaction(connection, work, what=f"dropping {conv.old}", timeouts=timeouts)
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

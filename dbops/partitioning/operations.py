@@ -32,7 +32,7 @@ from django.db.migrations import AddIndex
 from django.db.migrations.exceptions import IrreversibleError
 from django.db.migrations.operations.base import Operation
 
-from dbops.partitioning import convert, indexes
+from dbops.partitioning import convert, indexes, swap
 from dbops.partitioning.convert import (
     DEFAULT_ATTEMPTS,
     DEFAULT_LOCK_TIMEOUT_MS,
@@ -227,11 +227,11 @@ class SwapPartitionedCopy(_TableOperation):
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         if connection := self._connection(app_label, schema_editor):
-            convert.swap(connection, self._conversion(), timeouts=self.timeouts)
+            swap.swap(connection, self._conversion(), timeouts=self.timeouts)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         if connection := self._connection(app_label, schema_editor):
-            convert.swap(connection, self._conversion(), timeouts=self.timeouts, backward=True)
+            swap.swap(connection, self._conversion(), timeouts=self.timeouts, backward=True)
 
     def describe(self):
         return f"Swap {self.table} with its partitioned copy"
@@ -245,7 +245,7 @@ class DropTableKeptForRollback(_TableOperation):
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         if connection := self._connection(app_label, schema_editor):
-            convert.kept_drop(connection, self._conversion(), timeouts=self.timeouts)
+            swap.kept_drop(connection, self._conversion(), timeouts=self.timeouts)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         raise IrreversibleError(
