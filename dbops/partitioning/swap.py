@@ -159,23 +159,34 @@ def swap(
 
 
 def kept_drop(connection, conv: Conversion, *, timeouts: Timeouts) -> bool:
-    """Step 6: drop the old table kept for the way back; False if it is gone already."""
+    """Step 6: drop the old table kept for the way back; False if it is gone already.
 
-    def work() -> bool:
-        current = state(connection, conv)
-        if current == "done":
-            return False
-        if current != "swapped":
-            raise PartitioningError(
-                f"{conv.table} is not the partitioned table yet (state {current!r}): the old "
-                "table is the live one and cannot be dropped."
-            )
-        q = connection.ops.quote_name
-        run_sql(
-            connection,
-            sql.sync_drop_sql(q, conv.table, sql.sync_function_name(conv.table, conv.old)),
+    Dropping a foreign key takes ACCESS EXCLUSIVE on the table it references (its triggers live
+    there): each goes in a transaction of its own, under the lock timeout, so each blocks one
+    referenced table for a moment, never two at once. The table itself goes last."""
+    q = connection.ops.quote_name
+    current = state(connection, conv)
+    if current == "done":
+        return False
+    if current != "swapped":
+        raise PartitioningError(
+            f"{conv.table} is not the partitioned table yet (state {current!r}): the old "
+            "table is the live one and cannot be dropped."
         )
-        run_sql(connection, f"DROP TABLE {q(conv.old)}")
-        return True
 
-    return short_transaction(connection, work, what=f"dropping {conv.old}", timeouts=timeouts)
+    def step(statements: list[str], what: str) -> None:
+        def work():
+            if state(connection, conv) == "swapped":
+                run_sql(connection, statements)
+
+        short_transaction(connection, work, what=what, timeouts=timeouts)
+
+    function = sql.sync_function_name(conv.table, conv.old)
+    step(sql.sync_drop_sql(q, conv.table, function), f"the trigger on {conv.table}")
+    for name, _ in catalog.foreign_keys(connection, conv.old):
+        step(
+            [f"ALTER TABLE {q(conv.old)} DROP CONSTRAINT IF EXISTS {q(name)}"],
+            f"dropping {conv.old}.{name}",
+        )
+    step([f"DROP TABLE {q(conv.old)}"], f"dropping {conv.old}")
+    return True
