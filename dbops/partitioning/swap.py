@@ -154,7 +154,13 @@ def swap(
     if locked is None:
         return None
     held_ms = (time.perf_counter() - locked) * 1000
-    logger.warning("swapped %s %s: tables locked for %.1f ms", conv.table, direction, held_ms)
+    logger.warning(
+        "swapped %s %s: tables locked for %.1f ms",
+        conv.table,
+        direction,
+        held_ms,
+        extra={"locked_ms": held_ms},
+    )
     return held_ms
 
 
