@@ -58,6 +58,7 @@ bench: install  ## run every benchmark (about 15 minutes); tables go to bench/re
 	$(PY) bench/pages.py
 	$(PY) bench/backfill.py
 	$(PY) bench/index.py
+	$(PY) bench/partitioning.py
 	$(PY) bench/replica.py
 	$(PY) bench/async_views.py
 

@@ -14,10 +14,12 @@ The steps (each idempotent: run again after a failure or a kill, it finishes or 
 3. The history: ``dbops.partitioning.copy`` copies the rows in batches with the backfill engine.
 4. ``copy_verify``: rows, sums and a checksum of every row, per interval, of both tables in one
    snapshot; any difference stops with the intervals that differ.
-5. ``swap`` (``dbops.partitioning.swap``): in one short transaction under ``lock_timeout``, retried: the tables, their indexes
-   and the identity sequence trade names, and the trigger turns around, keeping the old table
-   (``<table>_old``) equal to the new one: the way back is ``swap(backward=True)``.
-6. ``kept_drop``: drop the old table and its trigger, once nobody wants the way back.
+5. ``dbops.partitioning.swap.swap``: in one short transaction under ``lock_timeout``, retried:
+   the tables, their indexes and the identity sequence trade names, and the trigger turns around,
+   keeping the old table (``<table>_old``) equal to the new one; ``swap(backward=True)`` is the
+   way back. It requires the mark ``verify_or_raise`` leaves on the copy.
+6. ``dbops.partitioning.swap.kept_drop``: drop the old table and its trigger, once nobody wants
+   the way back.
 """
 
 from __future__ import annotations

@@ -122,8 +122,14 @@ def history_copy(
             "history copy, or rows written meanwhile would be missed."
         )
     plan = copy_plan(conv, options, database=database)
+    q = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {connection.ops.quote_name(conv.table)})")  # noqa: S608 (quoted)
-        if not cursor.fetchone()[0]:
-            return None
+        cursor.execute(f"SELECT max({q(plan.pk_column)}) FROM {q(conv.table)}")  # noqa: S608 (quoted)
+        upper = cursor.fetchone()[0]
+    if upper is None:
+        return None
+    # Every row written since the trigger exists is in the copy already, through the trigger:
+    # the copy stops at the largest key now (CREATE TRIGGER waited for every writer before it),
+    # instead of chasing the writers' newest rows.
+    plan.params = {"upper": upper}
     return backfill(plan, progress=progress)

@@ -75,8 +75,9 @@ def copy_batch_sql(
     q: Quote, source: str, target: str, pk: str, columns: Sequence[str], key: Sequence[str]
 ) -> str:
     """One batch of the history copy, in the shape the backfill engine runs: the next keys after
-    ``%(after)s``, their rows inserted into ``target`` unless there already (put there by the
-    trigger), returning (the last key covered, rows inserted).
+    ``%(after)s`` up to ``%(upper)s``, their rows inserted into ``target`` unless there already
+    (put there by the trigger), returning (the last key covered, rows inserted). Rows above
+    ``upper`` (the largest key once the trigger existed) were written through the trigger.
 
     ``FOR KEY SHARE`` on the rows read: a DELETE of one of them waits until the batch commits, so
     the trigger's DELETE then finds the copied row (without it, a row deleted while the batch ran
@@ -85,7 +86,8 @@ def copy_batch_sql(
     src, pkq = q(source), q(pk)
     return f"""
 WITH next_keys AS MATERIALIZED (
-    SELECT {pkq} FROM {src} WHERE {pkq} > %(after)s ORDER BY {pkq} LIMIT %(limit)s
+    SELECT {pkq} FROM {src} WHERE {pkq} > %(after)s AND {pkq} <= %(upper)s
+     ORDER BY {pkq} LIMIT %(limit)s
 ), copied AS (
     INSERT INTO {q(target)} ({cols})
     SELECT {cols} FROM {src} WHERE {src}.{pkq} = ANY(ARRAY(SELECT {pkq} FROM next_keys))

@@ -455,3 +455,19 @@ def test_the_conversion_under_transfers_and_killed_backends_loses_and_doubles_no
         f"writers killed {workload.kills}x, {len(workload.transfers)} transfers, "
         f"{len(workload.deposits)} deposits, {workload.refused} refused"
     )
+
+
+def test_the_statement_page_runs_a_constant_number_of_queries(client, account):
+    client.force_login(account.owner)
+    path = f"/accounts/{account.pk}/statement/"
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200
+        return len(captured)
+
+    few = queries()
+    other = account_create(owner=account.owner)
+    for _ in range(30):
+        transfer_create(source_id=account.pk, target_id=other.pk, amount="1")
+    assert queries() == few == 4  # session, user, the account, the page of entries
