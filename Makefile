@@ -103,13 +103,14 @@ serve-asgi: install  ## production settings under uvicorn (needs DJANGO_SECRET_K
 		$(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $${WEB_CONCURRENCY:-2} --lifespan off
 
-bench: install  ## run every benchmark (about 30 minutes); tables go to bench/results/
+bench: install  ## run every benchmark (about 35 minutes); tables go to bench/results/
 	$(PY) bench/connections.py
 	$(PY) bench/transfers.py
 	$(PY) bench/pages.py
 	$(PY) bench/backfill.py
 	$(PY) bench/index.py
 	$(PY) bench/migrations.py
+	$(PY) bench/partitioning.py
 	$(PY) bench/replica.py
 	$(PY) bench/async_views.py
 	$(PY) bench/bulk.py

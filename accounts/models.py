@@ -88,6 +88,15 @@ class LedgerEntry(models.Model):
 
     Every balance change writes one, so an account's balance always equals the sum of its entries;
     a transfer writes two (debit and credit), a deposit one.
+
+    The table is partitioned by month of ``created_at`` (accounts/migrations/0003-0006; README
+    "Partitioning the ledger"). In the database its primary key is ``(id, created_at)``, since
+    PostgreSQL requires the partition key in every unique constraint of a partitioned table; here
+    ``id`` stays the model's primary key: ids come from one identity sequence, so they are unique,
+    and the admin and every ``pk`` lookup keep working (Django 5.2's admin does not support
+    composite primary keys). A read that names ``created_at`` too reads one partition. The deposit
+    idempotency key, unique per account, cannot be a constraint of a partitioned table either:
+    ``LedgerKey`` keeps it, written by a trigger in the same transaction as the entry.
     """
 
     account = models.ForeignKey(
@@ -98,7 +107,7 @@ class LedgerEntry(models.Model):
     )
     amount = money_field()
     balance_after = money_field()
-    # Deposits are idempotent too: unique per account.
+    # Deposits are idempotent too: unique per account, kept by LedgerKey.
     idempotency_key = models.CharField(  # noqa: DJ001 (NULL: no key)
         max_length=IDEMPOTENCY_KEY_MAX, null=True, blank=True
     )
@@ -112,9 +121,27 @@ class LedgerEntry(models.Model):
             models.CheckConstraint(
                 condition=Q(balance_after__gte=0), name="ledger_balance_after_non_negative"
             ),
-            idempotency_key_unique("account", name="ledger_idempotency_key_per_account"),
         ]
         indexes = [models.Index(fields=["account", "-id"], name="ledger_account_newest")]
 
     def __str__(self):
         return f"{self.amount:+} on {self.account_id}"
+
+
+class LedgerKey(models.Model):
+    """A deposit's idempotency key, unique per account across every partition of the ledger.
+
+    Its primary key is the pair (account, key): a second entry with the same key fails the INSERT
+    of its key row, and so the INSERT of the entry, since a trigger on the ledger writes the key row
+    in the entry's own transaction (accounts/migrations/0003). ``entry_id`` and ``entry_created_at``
+    find the entry again reading one partition of the ledger. Written only by that trigger.
+    """
+
+    pk = models.CompositePrimaryKey("account_id", "idempotency_key")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    idempotency_key = models.CharField(max_length=IDEMPOTENCY_KEY_MAX)
+    entry_id = models.BigIntegerField()
+    entry_created_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.idempotency_key} on {self.account_id}: entry {self.entry_id}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 from django.db.models import Q, QuerySet
 
-from accounts.models import Account, Transfer
+from accounts.models import Account, LedgerEntry, Transfer
 from core.pagination import keyset_slice
 
 TRANSFER_PAGE_SIZE = 25
+STATEMENT_PAGE_SIZE = 50
 
 
 def account_list(*, owner) -> QuerySet[Account]:
@@ -48,3 +51,32 @@ def transfer_by_key(*, owner, key: str) -> Transfer | None:
         "source", "target"
     )
     return next(iter(found.order_by()[:1]), None)
+
+
+def month_range(month: date) -> tuple[datetime, datetime]:
+    """[first instant, first instant of the next month), in UTC: the bounds of one partition of the
+    ledger (they are UTC months), so a query with this range reads that partition alone."""
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    following = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return start, datetime(following.year, following.month, 1, tzinfo=UTC)
+
+
+def ledger_entries(
+    *,
+    account_id: int,
+    month: date,
+    after: int | None = None,
+    before: int | None = None,
+    limit: int = STATEMENT_PAGE_SIZE,
+) -> list[LedgerEntry]:
+    """An account's ledger entries of one month, newest first, by keyset on id (``after``,
+    ``before``), each with its transfer. The caller has checked the account is the person's.
+
+    The month is a range on ``created_at``, the ledger's partition key: PostgreSQL prunes every
+    other month's partition at planning time (tests/accounts/test_partitioning.py reads the plan).
+    """
+    start, end = month_range(month)
+    entries = LedgerEntry.objects.filter(
+        account_id=account_id, created_at__gte=start, created_at__lt=end
+    ).select_related("transfer")
+    return keyset_slice(entries, after=after, before=before, limit=limit)

@@ -31,13 +31,13 @@ from accounts.exceptions import (
     SameAccount,
 )
 from accounts.locks import accounts_lock
-from accounts.models import Account, LedgerEntry, Transfer
+from accounts.models import Account, LedgerEntry, LedgerKey, Transfer
 from accounts.sql import BALANCES_MOVE, TRANSFER_BY_KEY, ledger_insert, transfer_insert
 from core.idempotency import idempotency_key_clean
 from core.ids import id_parse
 from core.money import MONEY_MAX, money_parse
 from core.versioning import versioned_update
-from dbops.errors import error_text
+from dbops.errors import constraint_name, error_text
 from dbops.retry import retry_transaction
 from dbops.timeouts import SERVICE_LOCK_TIMEOUT_MS, lock_timeout
 
@@ -52,13 +52,31 @@ def _account_id(value: Any) -> int:
     return account_id
 
 
-@retry_transaction
-@transaction.atomic(durable=True)
-@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
+# The unique constraints a second entry with a used deposit key fails on: the key table's (the
+# ledger partitioned), or the plain ledger's own (before its conversion reached the key table).
+DEPOSIT_KEY_CONSTRAINTS = {"accounts_ledgerkey_pkey", "ledger_idempotency_key_per_account"}
+
+
 def account_deposit(
     *, account_id: int, amount: Any, idempotency_key: str | None = None
 ) -> LedgerEntry:
     """Add money to one account; a replay with the same key returns the first entry."""
+    try:
+        return _deposit_apply(account_id=account_id, amount=amount, idempotency_key=idempotency_key)
+    except IntegrityError as exc:
+        # The key was used, but the lookup under the lock did not see it: during the ledger's
+        # conversion (accounts/migrations/0003-0005) an entry the history copy has not reached
+        # yet has no key row. The database refused the second entry; answer from the ledger.
+        key = idempotency_key_clean(idempotency_key)
+        if key is None or constraint_name(exc) not in DEPOSIT_KEY_CONSTRAINTS:
+            raise
+        return _deposit_replay(_account_id(account_id), money_parse(amount), key)
+
+
+@retry_transaction
+@transaction.atomic(durable=True)
+@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
+def _deposit_apply(*, account_id: Any, amount: Any, idempotency_key: str | None) -> LedgerEntry:
     account_id = _account_id(account_id)
     amount = money_parse(amount)
     key = idempotency_key_clean(idempotency_key)
@@ -66,15 +84,11 @@ def account_deposit(
     if account is None:
         raise AccountNotFound(account_id)
     if key is not None:
-        # Unique per account: no ORDER BY (``first()`` would add one and walk the account's history).
-        earlier = next(
-            iter(LedgerEntry.objects.filter(account=account, idempotency_key=key).order_by()[:1]),
-            None,
-        )
+        # Checked under the account's lock, as for transfers: a concurrent deposit with the same
+        # key waits above, then finds the committed entry here.
+        earlier = _deposit_by_key(account.pk, key)
         if earlier is not None:
-            if earlier.amount != amount or earlier.transfer_id is not None:
-                raise IdempotencyConflict(key)
-            return earlier
+            return _deposit_same(earlier, amount, key)
     balance_after = account.balance + amount
     if balance_after > MONEY_MAX:
         raise InvalidAmount(amount, f"the balance would exceed {MONEY_MAX}")
@@ -82,6 +96,36 @@ def account_deposit(
     return LedgerEntry.objects.create(
         account=account, amount=amount, balance_after=balance_after, idempotency_key=key
     )
+
+
+def _deposit_same(earlier: LedgerEntry, amount: Decimal, key: str) -> LedgerEntry:
+    """The first entry of a replayed deposit key, or IdempotencyConflict for other parameters."""
+    if earlier.amount != amount or earlier.transfer_id is not None:
+        raise IdempotencyConflict(key)
+    return earlier
+
+
+def _deposit_replay(account_id: int, amount: Decimal, key: str) -> LedgerEntry:
+    """The entry a used key belongs to, read from every partition (the rare path above)."""
+    earlier = next(
+        iter(LedgerEntry.objects.filter(account_id=account_id, idempotency_key=key).order_by()[:1])
+    )
+    return _deposit_same(earlier, amount, key)
+
+
+def _deposit_by_key(account_id: int, key: str) -> LedgerEntry | None:
+    """The entry a deposit key was first used for. The ledger is partitioned by month: its key row
+    (LedgerKey, one index lookup) names the entry's id and time, so the entry is read from one
+    partition instead of one index probe per month."""
+    found = (
+        LedgerKey.objects.filter(account_id=account_id, idempotency_key=key)
+        .order_by()
+        .values_list("entry_id", "entry_created_at")[:1]
+    )
+    for entry_id, created_at in found:
+        entries = LedgerEntry.objects.filter(pk=entry_id, created_at=created_at).order_by()[:1]
+        return next(iter(entries), None)
+    return None
 
 
 def _transfer_apply(

@@ -1,5 +1,9 @@
+import re
+from datetime import UTC, date, datetime
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -7,9 +11,11 @@ from django.views.decorators.http import require_http_methods
 from accounts.exceptions import DomainError, IdempotencyConflict, StaleVersion
 from accounts.forms import AccountEditForm, TransferForm
 from accounts.selectors import (
+    STATEMENT_PAGE_SIZE,
     TRANSFER_PAGE_SIZE,
     account_get,
     account_list,
+    ledger_entries,
     transfer_by_key,
     transfer_list,
 )
@@ -165,3 +171,50 @@ def account_edit(request, account_id: int):
         )
     form = AccountEditForm(initial={"name": account.name, "version": account.version})
     return render(request, "accounts/account_form.html", {"form": form, "account": account})
+
+
+MONTH = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
+
+
+def month_parse(raw: str | None) -> date:
+    """``?month=YYYY-MM`` (default: this month, UTC); anything else is a 400."""
+    if raw in (None, ""):
+        today = datetime.now(UTC).date()
+        return date(today.year, today.month, 1)
+    match = MONTH.fullmatch(raw)
+    if not match or not (1900 <= int(match[1]) <= 9998 and 1 <= int(match[2]) <= 12):
+        raise BadRequest("Malformed month: use YYYY-MM.")
+    return date(int(match[1]), int(match[2]), 1)
+
+
+def _month_step(month: date, step: int) -> date:
+    months = month.year * 12 + month.month - 1 + step
+    return date(months // 12, months % 12 + 1, 1)
+
+
+@login_required
+def account_statement(request, account_id: int):
+    """One month of an account's ledger, a page at a time: the query names the month, so the
+    partitioned ledger reads one partition."""
+    account = account_get(owner=request.user, account_id=account_id)
+    if account is None:
+        raise Http404("No such account.")
+    month = month_parse(request.GET.get("month"))
+    page = keyset_page(
+        lambda **cursor: ledger_entries(account_id=account.pk, month=month, **cursor),
+        after=cursor_parse(request.GET.get("after")),
+        before=cursor_parse(request.GET.get("before")),
+        size=STATEMENT_PAGE_SIZE,
+    )
+    return render(
+        request,
+        "accounts/statement.html",
+        {
+            "account": account,
+            "month": month,
+            "previous": _month_step(month, -1),
+            "next": _month_step(month, 1) if month.year < 9998 else None,
+            "page": page,
+            "pager_query": f"month={month:%Y-%m}&",
+        },
+    )

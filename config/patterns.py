@@ -429,6 +429,24 @@ PATTERNS: tuple[Pattern, ...] = (
             ),
         ),
     ),
+    Pattern(
+        "ledger-partitioned",
+        "accounts",
+        "The ledger partitioned by month",
+        "Reads name their month, so PostgreSQL reads one partition (the statement page, deposit "
+        "replays); deposit keys stay unique across partitions in a key table written by a "
+        "trigger in the entry's transaction; the database's primary key is (id, created_at), "
+        "the model's is id.",
+        (
+            "accounts/models.py LedgerEntry, LedgerKey",
+            "accounts/selectors.py ledger_entries, month_range",
+            "accounts/services.py _deposit_by_key, account_deposit",
+            "accounts/views.py account_statement",
+            "accounts/migrations/0003_ledger_partitioned_copy.py",
+        ),
+        (Live("an account's statement", url_name="accounts:overview"),),
+        ("accounts:account_statement",),
+    ),
     # orders -------------------------------------------------------------------------------
     Pattern(
         "stock-without-lost-updates",
@@ -769,6 +787,55 @@ PATTERNS: tuple[Pattern, ...] = (
             Live(
                 "a gated migration refuses, naming the command", command="python manage.py migrate"
             ),
+        ),
+    ),
+    Pattern(
+        "partition-conversion",
+        "schema",
+        "A live table converted to a partitioned one",
+        "Migration operations: a partitioned copy, a trigger keeping it in step, the history "
+        "copied by the backfill engine (batched, resumable, a BackfillRun), verified per month in "
+        "one snapshot, swapped in one short transaction under lock_timeout; the old table kept in "
+        "step for the way back until a later migration drops it.",
+        (
+            "dbops/partitioning/operations.py CreatePartitionedCopy, SwapPartitionedCopy",
+            "dbops/partitioning/convert.py copy_create, sync_install, verify_or_raise",
+            "dbops/partitioning/copy.py CopyPlan, history_copy",
+            "dbops/partitioning/swap.py swap, kept_drop",
+            "accounts/migrations/0004_ledger_history.py",
+        ),
+        (
+            Live(
+                "the conversion's copy runs in the admin",
+                url_name="admin:dbops_backfillrun_changelist",
+                staff=True,
+            ),
+        ),
+    ),
+    Pattern(
+        "partition-maintenance",
+        "schema",
+        "Partitions kept ahead, old ones detached",
+        "manage.py partitions_maintain creates partitions ahead (CREATE TABLE LIKE + ATTACH, which "
+        "blocks no reads or writes) and detaches past the retention with DETACH PARTITION ... "
+        "CONCURRENTLY; every migrate creates what is missing; db_doctor and /health/ready warn "
+        "when they run short.",
+        (
+            "dbops/partitioning/maintain.py plan, apply, ahead_report",
+            "dbops/management/commands/partitions_maintain.py",
+        ),
+        (Live("see the plan", command="python manage.py partitions_maintain --dry-run"),),
+        ("health:status",),
+    ),
+    Pattern(
+        "partitioned-index",
+        "schema",
+        "An index on a partitioned table without blocking writes",
+        "CREATE INDEX ON ONLY the parent (INVALID), then per partition CREATE INDEX CONCURRENTLY "
+        "and ATTACH PARTITION; resumable.",
+        (
+            "dbops/partitioning/indexes.py partitioned_index_build",
+            "dbops/partitioning/operations.py AddIndexOnPartitions",
         ),
     ),
     Pattern(

@@ -98,6 +98,20 @@ DEFAULTS: dict[str, Any] = {
     # /health/metrics in Prometheus text format, and the counters behind it (off: a 404, and no
     # counting on the query path).
     "METRICS_ENABLED": True,
+    # Tables kept by `manage.py partitions_maintain` (dbops.partitioning.maintain), and watched by
+    # db_doctor and /health/ready: {"table": {"interval": "month", "ahead": 3, "retention": None}},
+    # every key optional. "ahead": intervals with a partition past the current one (default
+    # PARTITIONS_AHEAD); "retention": intervals kept attached before the current one, older ones
+    # detached CONCURRENTLY and left for archiving (None: keep every partition).
+    "PARTITIONED_TABLES": {},
+    "PARTITIONS_AHEAD": 3,
+    # db_doctor and /health/ready warn when a table has fewer partitions than this past the current one.
+    "PARTITIONS_MIN_AHEAD": 1,
+    # Lock timeout of each ATTACH / DETACH PARTITION (retried with backoff).
+    "PARTITIONS_LOCK_TIMEOUT_MS": 1000,
+    # `migrate` also creates the missing partitions ahead (never detaches), so a database that is
+    # migrated at least once every `ahead` intervals never runs out, even without the cron job.
+    "PARTITIONS_CREATE_ON_MIGRATE": True,
 }
 
 

@@ -13,6 +13,7 @@ from dbops.checks import pool_sizing
 from dbops.conf import dbops_settings
 from dbops.errors import error_text
 from dbops.health import caches_report
+from dbops.partitioning.maintain import ahead_report
 
 
 @dataclass
@@ -80,6 +81,15 @@ def _checks(long_transaction_s: float, idle_s: float) -> list[ListCheck]:
             "see blocked_by_pid: end or finish the blocking session",
         ),
         *_later_checks(),
+        ListCheck(
+            "partitions ahead",
+            lambda alias: [r for r in ahead_report(using=alias) if not r["ok"]],
+            lambda n: (
+                f"{n} table(s) with fewer than DBOPS['PARTITIONS_MIN_AHEAD'] partitions ahead"
+            ),
+            "enough ahead for every table in DBOPS['PARTITIONED_TABLES']",
+            "an INSERT past the last partition fails: run manage.py partitions_maintain (daily, from cron)",
+        ),
     ]
 
 

@@ -10,6 +10,7 @@ from django.db import DatabaseError, connections
 from dbops import catalog, routing
 from dbops.conf import dbops_settings
 from dbops.errors import error_text
+from dbops.partitioning.maintain import ahead_report
 
 
 def connection_reuse(alias: str = "default") -> dict[str, Any]:
@@ -72,6 +73,9 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         missing = catalog.schema_missing(alias)
         report["schema_missing"] = missing
         report["warnings"] = warnings()
+        if dbops_settings.PARTITIONED_TABLES:
+            # Reported, never fatal: a table short of partitions ahead still serves until it runs out.
+            report["partitions"] = ahead_report(using=alias)
     except DatabaseError as exc:
         _discard_broken_connection(routing.primary_alias())
         # The reason is for anyone; the error text (hosts, ports, users) only for those who may

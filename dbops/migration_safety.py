@@ -713,7 +713,8 @@ MODEL_RULES = (
     (operations.AlterField, _alter_field_issues),
     (operations.RemoveField, _remove_field_issues),
 )
-# Subclasses of the operations above that are the safe forms.
+# Subclasses of the operations above that are the safe forms. An operation class may also say
+# so itself with ``blocks_traffic = False`` (dbops.partitioning.operations do).
 SAFE_FORMS = (DjangoAddIndexConcurrently, AddConstraintNotValid)
 # Rules that tell a new table from an existing one themselves.
 OTHER_RULES = (
@@ -745,7 +746,7 @@ def _issues(operation: Operation, ctx: Context) -> Iterator[tuple[Operation, Iss
         if isinstance(operation, kind):
             for issue in rule(operation, ctx):
                 yield operation, issue
-    if isinstance(operation, SAFE_FORMS):
+    if isinstance(operation, SAFE_FORMS) or getattr(operation, "blocks_traffic", None) is False:
         return
     for kind, rule in MODEL_RULES:
         if isinstance(operation, kind) and ctx.existing_table(operation.model_name):

@@ -105,6 +105,10 @@ DBOPS = {
     # backfill_column pauses while the server writes WAL faster than this (0: never).
     "BACKFILL_MAX_WAL_BYTES_PER_S": env.int("BACKFILL_MAX_WAL_MB_PER_S", default=0, minimum=0)
     * 2**20,
+    # The ledger, partitioned by month (accounts/migrations/0003-0006): manage.py partitions_maintain
+    # keeps 3 months ahead; every month stays attached, since a balance is the sum of all its
+    # entries (README: "Partitioning the ledger").
+    "PARTITIONED_TABLES": {"accounts_ledgerentry": {"interval": "month", "ahead": 3}},
 }
 
 # CACHES

@@ -145,6 +145,7 @@ CHECKS_IN_ORDER = [
     "sequences",
     "transaction ID age",
     "index bloat",
+    "partitions ahead",
     "pool sizing",
     "cache",
 ]

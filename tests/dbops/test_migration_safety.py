@@ -554,12 +554,14 @@ def dbops_migrations(tmp_path, monkeypatch, settings):
     root = tmp_path / package
     root.mkdir()
     (root / "__init__.py").write_text("")
-    real = Path(dbops.migrations.__file__).parent / "0001_backfillrun.py"
-    (root / real.name).write_text(real.read_text())
+    # Every real migration (other apps' migrations depend on them), then the one under test.
+    reals = sorted(Path(dbops.migrations.__file__).parent.glob("0*.py"))
+    for real in reals:
+        (root / real.name).write_text(real.read_text())
 
     def install(*operations, reviewed=None):
         written = migrations.Migration("0002_under_test", "dbops")
-        written.dependencies = [("dbops", "0001_backfillrun")]
+        written.dependencies = [("dbops", reals[-1].stem)]
         written.operations = list(operations)
         source = MigrationWriter(written).as_string()
         if reviewed is not None:
