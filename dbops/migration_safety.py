@@ -680,6 +680,9 @@ BACKFILL_FIX = (
 )
 
 
+_DOLLAR_QUOTED = re.compile(r"\$\$.*?\$\$|\$(?P<tag>[A-Za-z_]\w*)\$.*?\$(?P=tag)\$", re.S)
+
+
 def _data_change_issues(operation, ctx: Context) -> Iterator[Issue]:
     if isinstance(operation, operations.RunPython):
         if operation.code is not operations.RunPython.noop:
@@ -690,7 +693,8 @@ def _data_change_issues(operation, ctx: Context) -> Iterator[Issue]:
                 BACKFILL_FIX,
             )
         return
-    sql = _forward_sql(operation)
+    # A function's body (dollar-quoted) runs when the function is called, not in the migration.
+    sql = _DOLLAR_QUOTED.sub("''", _forward_sql(operation))
     new_tables = ctx.new_tables | {_table_key(m["table"]) for m in _CREATE_TABLE.finditer(sql)}
     for match in _DATA_SQL.finditer(sql):
         table = next(t for t in match.groups() if t)

@@ -38,13 +38,15 @@ class BackfillRun(models.Model):
         help_text="every row up to this primary key is done (its columns, as text)",
     )
     rows_done = models.BigIntegerField(default=0, help_text="rows filled")
-    keys_scanned = models.BigIntegerField(default=0, help_text="rows visited, filled or not")
+    keys_scanned = models.BigIntegerField(
+        default=0, db_default=0, help_text="rows visited, filled or not"
+    )
     rows_estimate = models.BigIntegerField(
         null=True,
         blank=True,
         help_text="rows in the table when the run began (the planner's count)",
     )
-    rate = models.FloatField(default=0, help_text="rows filled per second, lately")
+    rate = models.FloatField(default=0, db_default=0, help_text="rows filled per second, lately")
     eta_s = models.FloatField(null=True, blank=True, help_text="seconds left, at updated_at")
     batches = models.IntegerField(default=0)
     batch_size = models.IntegerField(default=0)
@@ -63,7 +65,7 @@ class BackfillRun(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # The pauses the database's health asked for, per indicator (dbops/backfill/throttle.py):
     # {"replica_lag": {"count": 2, "seconds": 3.5, "last": "replica 2500 ms behind"}, ...}
-    pauses = models.JSONField(default=dict, blank=True)
+    pauses = models.JSONField(default=dict, db_default={}, blank=True)
 
     class Meta:
         ordering = ["-pk"]

@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("accounts", "0003_ledger_partitioned_copy"),
-        ("dbops", "0003_backfillrun_replica_pauses"),
+        ("dbops", "0004_backfill_control"),
     ]
 
     operations = [

@@ -34,7 +34,19 @@ class Migration(migrations.Migration):
         ("dbops", "0003_backfillrun_replica_pauses"),
     ]
 
+    # The CHANGELOG's upgrade note: let every backfill_column run finish (or stop it) before this
+    # migration; the old code's commands are the only writers of these columns.
+    _ONLY_BACKFILL_WRITES = (
+        "dbops_backfillrun is written only by backfill_column commands, which must not run "
+        "across this upgrade (docs/dbops/CHANGELOG.md, Upgrading); the admin page of runs is the "
+        "only reader, for the seconds of the deploy"
+    )
     reviewed_unsafe = {
+        (2, "dbops.E117"): "dbops_backfillrun: one row per backfill run ever, a handful of rows",
+        (3, "dbops.E110"): _ONLY_BACKFILL_WRITES,
+        (4, "dbops.E110"): _ONLY_BACKFILL_WRITES,
+        (5, "dbops.E110"): _ONLY_BACKFILL_WRITES,
+        (6, "dbops.E110"): _ONLY_BACKFILL_WRITES,
         (15, "dbops.E102"): "dbops_backfillrun: one row per backfill run; the partial unique "
         "index builds in milliseconds",
     }
@@ -52,7 +64,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="backfillrun",
             name="pauses",
-            field=models.JSONField(blank=True, default=dict),
+            field=models.JSONField(blank=True, db_default={}, default=dict),
         ),
         migrations.RunPython(forwards, backwards),
         migrations.RemoveField(model_name="backfillrun", name="last_pk"),
@@ -62,7 +74,9 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="backfillrun",
             name="keys_scanned",
-            field=models.BigIntegerField(default=0, help_text="rows visited, filled or not"),
+            field=models.BigIntegerField(
+                db_default=0, default=0, help_text="rows visited, filled or not"
+            ),
         ),
         migrations.AddField(
             model_name="backfillrun",
@@ -76,7 +90,9 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="backfillrun",
             name="rate",
-            field=models.FloatField(default=0, help_text="rows filled per second, lately"),
+            field=models.FloatField(
+                db_default=0, default=0, help_text="rows filled per second, lately"
+            ),
         ),
         migrations.AddField(
             model_name="backfillrun",

@@ -35,9 +35,18 @@ class CopyPlan(BackfillPlan):
     def recorded_options(self) -> dict:
         return {"copy_to": self.copy, "columns": list(self.columns)}
 
-    def update_sql(self) -> str:
+    def update_sql(self, *, first: bool = False) -> str:
         q = connections[self.database].ops.quote_name
-        return sql.copy_batch_sql(q, self.table, self.copy, self.pk_column, self.columns, self.key)
+        return sql.copy_batch_sql(
+            q,
+            self.table,
+            self.copy,
+            self.key_columns[0],
+            self.key_types[0],
+            self.columns,
+            self.key,
+            first=first,
+        )
 
 
 @dataclass(frozen=True)
@@ -56,11 +65,8 @@ def copy_plan(conv: Conversion, options: CopyOptions, *, database: str = "defaul
     """The plan for copying ``conv.table`` into its copy; PartitioningError when it cannot be."""
     connection = connections[database]
     pk = catalog.primary_key(connection, conv.table)
-    if (
-        pk is None
-        or len(pk[1]) != 1
-        or _column_type(connection, conv.table, pk[1][0]) not in INTEGER_TYPES
-    ):
+    pk_type = _column_type(connection, conv.table, pk[1][0]) if pk is not None else None
+    if pk is None or len(pk[1]) != 1 or pk_type not in INTEGER_TYPES:
         raise PartitioningError(
             f"{conv.table} needs a one-column integer primary key: the copy runs in keyset batches on it."
         )
@@ -80,7 +86,8 @@ def copy_plan(conv: Conversion, options: CopyOptions, *, database: str = "defaul
         options=backfill_options,
         target=f"copy {conv.table} -> {conv.copy}",
         table=conv.table,
-        pk_column=pk[1][0],
+        key_columns=(pk[1][0],),
+        key_types=(pk_type,),
         column="",
         set_sql="",
         where="true",
@@ -124,7 +131,7 @@ def history_copy(
     plan = copy_plan(conv, options, database=database)
     q = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT max({q(plan.pk_column)}) FROM {q(conv.table)}")  # noqa: S608 (quoted)
+        cursor.execute(f"SELECT max({q(plan.key_columns[0])}) FROM {q(conv.table)}")  # noqa: S608 (quoted)
         upper = cursor.fetchone()[0]
     if upper is None:
         return None

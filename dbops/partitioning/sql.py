@@ -72,21 +72,32 @@ def sync_drop_sql(q: Quote, table: str, function: str) -> list[str]:
 
 
 def copy_batch_sql(
-    q: Quote, source: str, target: str, pk: str, columns: Sequence[str], key: Sequence[str]
+    q: Quote,
+    source: str,
+    target: str,
+    pk: str,
+    pk_type: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    *,
+    first: bool,
 ) -> str:
-    """One batch of the history copy, in the shape the backfill engine runs: the next keys after
-    ``%(after)s`` up to ``%(upper)s``, their rows inserted into ``target`` unless there already
-    (put there by the trigger), returning (the last key covered, rows inserted). Rows above
-    ``upper`` (the largest key once the trigger existed) were written through the trigger.
+    """One batch of the history copy, in the shape the backfill engine runs
+    (``BackfillPlan.update_sql``): the next keys after the checkpoint ``%(after_0)s`` (none for
+    the first batch) up to ``%(upper)s``, their rows inserted into ``target`` unless there already
+    (put there by the trigger), returning (the last key covered as a one-element text array, keys
+    visited, rows inserted). Rows above ``upper`` (the largest key once the trigger existed) were
+    written through the trigger.
 
     ``FOR KEY SHARE`` on the rows read: a DELETE of one of them waits until the batch commits, so
     the trigger's DELETE then finds the copied row (without it, a row deleted while the batch ran
     would live on in the copy). UPDATEs do not wait: the trigger's upsert does what is needed."""
     cols = ", ".join(q(c) for c in columns)
     src, pkq = q(source), q(pk)
+    after = "" if first else f"{pkq} > CAST(%(after_0)s AS {pk_type}) AND "
     return f"""
 WITH next_keys AS MATERIALIZED (
-    SELECT {pkq} FROM {src} WHERE {pkq} > %(after)s AND {pkq} <= %(upper)s
+    SELECT {pkq} FROM {src} WHERE {after}{pkq} <= %(upper)s
      ORDER BY {pkq} LIMIT %(limit)s
 ), copied AS (
     INSERT INTO {q(target)} ({cols})
@@ -95,7 +106,8 @@ WITH next_keys AS MATERIALIZED (
     ON CONFLICT ({", ".join(q(c) for c in key)}) DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT max({pkq}) FROM next_keys), (SELECT count(*) FROM copied)""".strip()  # noqa: S608 (quoted)
+SELECT (SELECT ARRAY[{pkq}::text] FROM next_keys ORDER BY {pkq} DESC LIMIT 1),
+       (SELECT count(*) FROM next_keys), (SELECT count(*) FROM copied)""".strip()  # noqa: S608 (quoted)
 
 
 def month_totals_sql(

@@ -677,10 +677,23 @@ def test_long_names_are_refused_on_new_tables_too():
         "INSERT INTO orders_order (status) VALUES ('new') ON CONFLICT DO UPDATE SET status = 'x'",
         "SELECT * FROM orders_order FOR UPDATE",
         "CREATE TABLE side (id int); UPDATE side SET id = 1",
+        # A trigger function's body runs when the trigger fires, not in the migration.
+        "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "DELETE FROM orders_order; RETURN NULL; END $$",
+        "CREATE FUNCTION g() RETURNS trigger LANGUAGE plpgsql AS $body$ BEGIN "
+        "UPDATE orders_order SET status = 'x'; RETURN NULL; END $body$",
     ],
 )
 def test_sql_that_changes_no_existing_rows_in_bulk_is_not_a_data_change(sql):
     assert E117 not in [rule for _index, rule in found(migrations.RunSQL(sql))]
+
+
+def test_a_data_change_after_a_function_body_is_still_found():
+    sql = (
+        "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; "
+        "UPDATE orders_order SET status = 'x'"
+    )
+    assert E117 in [rule for _index, rule in found(migrations.RunSQL(sql))]
 
 
 # The baseline: migrations written before the check are not judged again --------------------
