@@ -203,12 +203,16 @@ def test_health_page_shows_details_to_staff_only(client, django_user_model):
 
 
 def test_liveness_is_answered_before_any_middleware_that_may_read_the_database(settings):
-    """Second, after the query counter: below it, the session, the user, the login throttle
-    (and locally the debug toolbar) may read the database."""
-    assert settings.MIDDLEWARE[:2] == [
+    """Only the query counter, the request id and (in tests) the N+1 detector come before it:
+    below it, the session, the user, the login throttle (and locally the debug toolbar) may read
+    the database."""
+    above = settings.MIDDLEWARE[: settings.MIDDLEWARE.index("dbops.middleware.LivenessMiddleware")]
+    assert above[0] == "dbops.middleware.QueryCountMiddleware"
+    assert set(above) <= {
         "dbops.middleware.QueryCountMiddleware",
-        "dbops.middleware.LivenessMiddleware",
-    ]
+        "config.request_id.RequestIdMiddleware",
+        "zeal.middleware.zeal_middleware",
+    }
 
 
 @pytest.mark.django_db(transaction=True)

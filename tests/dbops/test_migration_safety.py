@@ -560,17 +560,16 @@ def dbops_migrations(tmp_path, monkeypatch, settings):
         (root / real.name).write_text(real.read_text())
 
     def install(*operations, reviewed=None):
-        written = migrations.Migration("0002_under_test", "dbops")
+        written = migrations.Migration("0099_under_test", "dbops")
         written.dependencies = [("dbops", reals[-1].stem)]
         written.operations = list(operations)
         source = MigrationWriter(written).as_string()
         if reviewed is not None:
             source += f"\n    reviewed_unsafe = {reviewed!r}\n"
-        (root / "0002_under_test.py").write_text(source)
+        (root / "0099_under_test.py").write_text(source)
         forget()
+        # The project's baseline (dbops' real 0003) still leaves the older real ones alone.
         settings.MIGRATION_MODULES = {"dbops": package}
-        # The project's baseline names dbops' real 0003, absent from this package.
-        settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": {}}
 
     def forget():
         importlib.invalidate_caches()
@@ -589,7 +588,7 @@ BACKFILL_INDEX = migrations.AddIndex(
 
 def test_manage_py_check_refuses_a_bad_migration_until_it_is_reviewed(dbops_migrations):
     dbops_migrations(BACKFILL_INDEX)
-    with pytest.raises(SystemCheckError, match=r"dbops\.E101.*dbops\.0002_under_test"):
+    with pytest.raises(SystemCheckError, match=r"dbops\.E101.*dbops\.0099_under_test"):
         call_command("check")
     dbops_migrations(BACKFILL_INDEX, reviewed={(0, "dbops.E101"): "one row per backfill run"})
     call_command("check")
@@ -602,7 +601,7 @@ def test_migrate_refuses_a_bad_migration_and_applies_nothing(dbops_migrations):
         call_command("migrate", "dbops", skip_checks=False, verbosity=0)
     assert index_state(connection, "backfillrun_target_idx") is None
     applied = MigrationRecorder(connection).applied_migrations()
-    assert ("dbops", "0002_under_test") not in applied
+    assert ("dbops", "0099_under_test") not in applied
 
 
 # Rules for a rolling deploy: the stages, and what the pending stage needs ----------------------
@@ -716,9 +715,12 @@ def test_a_baseline_leaves_its_migration_and_older_ones_alone_and_judges_newer_o
     dbops_migrations(BACKFILL_INDEX)
     with pytest.raises(SystemCheckError, match=r"dbops\.E101"):
         call_command("check")
-    settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": {"dbops": "0002_under_test"}}
+    settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": {"dbops": "0099_under_test"}}
     call_command("check")
-    settings.DBOPS = {**settings.DBOPS, "MIGRATION_SAFETY_BASELINE": {"dbops": "0001_backfillrun"}}
+    settings.DBOPS = {
+        **settings.DBOPS,
+        "MIGRATION_SAFETY_BASELINE": {"dbops": "0004_backfill_control"},
+    }
     with pytest.raises(SystemCheckError, match=r"dbops\.E101"):
         call_command("check")
 
