@@ -7,7 +7,7 @@ from typing import Any
 
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import IncorrectLookupParameters, csrf_protect_m
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
@@ -88,6 +88,7 @@ class ServiceAdminMixin:
     other transactions kept its rows through every attempt (``ServiceTransactionFailed``),
     nothing was saved: the form comes back as sent, with a message that says so (HTTP 409)."""
 
+    @csrf_protect_m  # as Django's own changeform_view
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
             return super().changeform_view(request, object_id, form_url, extra_context)
