@@ -3,8 +3,12 @@
 Failure behaviour, for each service:
 - a domain error (``accounts.exceptions``) is raised before anything is written, or inside the
   transaction, which then rolls back: nothing of a failed call remains;
-- deadlocks, serialization failures and lock timeouts re-run the whole transaction
-  (``dbops.retry``); when the retries run out the database error reaches the caller, nothing written;
+- every write runs in ``@service_transaction`` (``dbops.transactions``): one durable transaction
+  (refused inside a caller's ``atomic()``), a transaction-local lock timeout
+  (``DBOPS["SERVICE_LOCK_TIMEOUT_MS"]``), and the whole transaction re-run on a deadlock, a
+  serialization failure or a lock timeout; when the attempts run out,
+  ``dbops.transactions.ServiceTransactionFailed`` reaches the caller and nothing was written
+  (a view answers 409: busy, try again);
 - a connection lost mid-call (server restart, killed backend) rolls the transaction back on the
   server; the caller retries with the same idempotency key and the money moves exactly once.
 """
@@ -38,8 +42,7 @@ from core.ids import id_parse
 from core.money import MONEY_MAX, money_parse
 from core.versioning import versioned_update
 from dbops.errors import constraint_name, error_text
-from dbops.retry import retry_transaction
-from dbops.timeouts import SERVICE_LOCK_TIMEOUT_MS, lock_timeout
+from dbops.transactions import service_transaction
 
 ACCOUNT_NAME_MAX = 100
 
@@ -73,9 +76,7 @@ def account_deposit(
         return _deposit_replay(_account_id(account_id), money_parse(amount), key)
 
 
-@retry_transaction
-@transaction.atomic(durable=True)
-@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
+@service_transaction
 def _deposit_apply(*, account_id: Any, amount: Any, idempotency_key: str | None) -> LedgerEntry:
     account_id = _account_id(account_id)
     amount = money_parse(amount)
@@ -181,9 +182,7 @@ def _transfer_write(
     return transfer
 
 
-@retry_transaction
-@transaction.atomic(durable=True)
-@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
+@service_transaction
 def transfer_create(
     *,
     source_id: int,
@@ -217,9 +216,7 @@ class BatchResult:
 TRANSFER_ITEM_FIELDS = {"source_id", "target_id", "amount", "idempotency_key", "memo"}
 
 
-@retry_transaction
-@transaction.atomic(durable=True)
-@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
+@service_transaction
 def transfer_batch(*, items: Iterable[Mapping[str, Any]], actor=None) -> BatchResult:
     """Many transfers in one transaction; bad items are reported, the good ones commit together."""
     items = list(items)
@@ -275,6 +272,7 @@ def _batch_apply(items: list, actor) -> BatchResult:
 EDITABLE_ACCOUNT_FIELDS = {"name"}
 
 
+@service_transaction
 def account_update(*, account_id: int, expected_version: int, **changes: Any) -> Account:
     """Change an account's details if nobody changed it since ``expected_version`` was read.
 

@@ -20,10 +20,12 @@ from accounts.selectors import (
     transfer_list,
 )
 from accounts.services import account_update, transfer_create
+from core.exceptions import BUSY_MESSAGE
 from core.forms import form_key, form_key_redirect
 from core.money import money_format
 from core.pagination import cursor_parse, keyset_page
 from dbops.instrumentation import track_queries
+from dbops.transactions import ServiceTransactionFailed
 
 
 def transfers_as_seen_by(transfers, user):
@@ -94,6 +96,7 @@ def _transfer_submit(request):
         return redirect("accounts:transfer_list")
     form = TransferForm(request.POST, owner=request.user)
     conflict = False
+    status = 400
     if form.is_valid():
         data = form.cleaned_data
         try:
@@ -113,6 +116,11 @@ def _transfer_submit(request):
             form.add_error(None, IDEMPOTENCY_CONFLICT_MESSAGE)
         except DomainError as exc:
             form.add_error(None, str(exc))
+        except ServiceTransactionFailed:
+            # The accounts stayed locked by others through every attempt: nothing moved, and the
+            # same form (same key) may be sent again.
+            form.add_error(None, BUSY_MESSAGE)
+            status = 409
         else:
             transfer.source, transfer.target = data["source"], data["target"]
             messages.success(
@@ -121,7 +129,7 @@ def _transfer_submit(request):
             )
             return redirect("accounts:transfer_list")
     context = {"form": form, "conflict": conflict}
-    return render(request, "accounts/transfer_form.html", context, status=400)
+    return render(request, "accounts/transfer_form.html", context, status=status)
 
 
 @login_required
@@ -147,6 +155,7 @@ def account_edit(request, account_id: int):
         raise Http404("No such account.")
     if request.method == "POST":
         form = AccountEditForm(request.POST)
+        status = 400
         if form.is_valid():
             try:
                 account_update(
@@ -163,11 +172,17 @@ def account_edit(request, account_id: int):
                 )
             except DomainError as exc:
                 form.add_error(None, str(exc))
+            except ServiceTransactionFailed:
+                form.add_error(None, BUSY_MESSAGE)
+                status = 409
             else:
                 messages.success(request, f"Account “{form.cleaned_data['name']}” saved.")
                 return redirect("accounts:overview")
         return render(
-            request, "accounts/account_form.html", {"form": form, "account": account}, status=400
+            request,
+            "accounts/account_form.html",
+            {"form": form, "account": account},
+            status=status,
         )
     form = AccountEditForm(initial={"name": account.name, "version": account.version})
     return render(request, "accounts/account_form.html", {"form": form, "account": account})

@@ -17,10 +17,11 @@ import psycopg
 
 from core.idempotency import idempotency_key_clean
 from core.money import MONEY_MAX, money_parse
+from dbops.conf import dbops_settings
 from dbops.retry import call_with_retries
-from dbops.timeouts import SERVICE_LOCK_TIMEOUT_MS
+from dbops.transactions import DEFAULT_ATTEMPTS
 
-ATTEMPTS = 5  # as retry_transaction
+ATTEMPTS = DEFAULT_ATTEMPTS  # as service_transaction
 LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 
 
@@ -69,7 +70,7 @@ def transfer(
 
     def attempt() -> int:
         with conn.transaction():
-            conn.execute(LOCK_TIMEOUT, [f"{SERVICE_LOCK_TIMEOUT_MS}ms"])
+            conn.execute(LOCK_TIMEOUT, [f"{dbops_settings.SERVICE_LOCK_TIMEOUT_MS}ms"])
             rows = {row[0]: row for row in conn.execute(ACCOUNTS_LOCK, [[source_id, target_id]])}
             if source_id not in rows or target_id not in rows:
                 raise Refused("account not found")
@@ -175,7 +176,7 @@ def order(
 
     def attempt() -> int:
         with conn.transaction():
-            conn.execute(LOCK_TIMEOUT, [f"{SERVICE_LOCK_TIMEOUT_MS}ms"])
+            conn.execute(LOCK_TIMEOUT, [f"{dbops_settings.SERVICE_LOCK_TIMEOUT_MS}ms"])
             if conn.execute(CUSTOMER_EXISTS, [customer_id]).fetchone() is None:
                 raise Refused("customer not found")
             if key is not None:

@@ -19,9 +19,11 @@ from accounts.forms import AccountEditForm
 from accounts.models import Account, Transfer
 from accounts.selectors import account_get, account_list, transfer_list
 from accounts.services import account_update, transfer_batch
+from core.exceptions import BUSY_MESSAGE
 from core.ids import id_parse
 from core.money import money_format
 from dbops.instrumentation import track_queries
+from dbops.transactions import ServiceTransactionFailed
 from orders.models import Order
 from orders.selectors import _orders_with_details, customer_of_user, order_list
 
@@ -127,9 +129,13 @@ def edit_conflict(request):
         return redirect("patterns:conflict")
     seen = AccountEditForm(initial={"name": account.name, "version": account.version})
     # The other editor, a moment later: same service, same version, saves first.
-    other = account_update(
-        account_id=account.pk, expected_version=account.version, name=_other_name(account.name)
-    )
+    try:
+        other = account_update(
+            account_id=account.pk, expected_version=account.version, name=_other_name(account.name)
+        )
+    except ServiceTransactionFailed:
+        messages.error(request, BUSY_MESSAGE)
+        return render(request, "patterns/edit_conflict.html", {"accounts": accounts}, status=409)
     note = (
         f"While this form was open, someone else saved version {other.version} "
         f"(renamed it to “{other.name}”). This form still carries version {account.version}: "
@@ -170,7 +176,11 @@ def batch(request):
                 "memo": "batch demo 3/3",
             },
         ]
-        outcome = transfer_batch(items=items, actor=request.user)
+        try:
+            outcome = transfer_batch(items=items, actor=request.user)
+        except ServiceTransactionFailed:
+            messages.error(request, BUSY_MESSAGE)
+            return render(request, "patterns/batch.html", {"pair": pair}, status=409)
         result = _batch_rows(items, outcome, {a.pk: a, b.pk: b})
     return render(request, "patterns/batch.html", {"pair": pair, "result": result})
 

@@ -241,6 +241,24 @@ PATTERNS: tuple[Pattern, ...] = (
         ("accounts:transfer_create", "orders:order_create"),
     ),
     Pattern(
+        "service-transaction",
+        "dbops",
+        "One decorator for a service's transaction",
+        "@service_transaction: the retry loop outside, each attempt its own durable atomic "
+        "block, a transaction-local lock timeout inside (in that order, the one that works); "
+        "refused inside an outer transaction. When the attempts run out, "
+        "ServiceTransactionFailed: nothing written, the page answers 409 busy, try again, and "
+        "the admin keeps what was typed.",
+        (
+            "dbops/transactions.py service_transaction, ServiceTransactionFailed",
+            "accounts/services.py transfer_create, account_update",
+            "orders/services.py order_place, product_restock, product_update",
+            "core/admin.py ServiceAdminMixin",
+        ),
+        (Live("every transfer, order and edit", url_name="accounts:transfer_create"),),
+        ("accounts:transfer_create", "accounts:account_edit", "orders:order_create"),
+    ),
+    Pattern(
         "timeouts",
         "dbops",
         "Lock and statement timeouts",

@@ -7,13 +7,16 @@ from typing import Any
 
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import IncorrectLookupParameters, csrf_protect_m
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
+
+from core.exceptions import BUSY_MESSAGE
+from dbops.transactions import ServiceTransactionFailed
 
 
 class KeyCheckedAutocompleteSelect(AutocompleteSelect):
@@ -66,7 +69,46 @@ class InputCheckedAdminMixin:
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class OptimisticLockAdminMixin:
+class _NotSavedForm:
+    """The admin form sent again after a service gave up: invalid, so it is shown as sent (nothing
+    typed is lost) and not saved a second time by the same request."""
+
+    def clean(self):
+        super().clean()
+        raise ValidationError("Nothing was saved: send the form again.")
+
+
+class ServiceAdminMixin:
+    """ModelAdmin mixin for models saved through services that run in ``@service_transaction``.
+
+    Django's admin saves a change form inside a ``transaction.atomic()`` of its own; a service
+    opens a durable transaction (retried whole), which refuses to run inside another. So the form
+    is saved without the admin's transaction: the service's is the one that matters, and the
+    admin's history entry is written once it has committed. When the service gives up because
+    other transactions kept its rows through every attempt (``ServiceTransactionFailed``),
+    nothing was saved: the form comes back as sent, with a message that says so (HTTP 409)."""
+
+    @csrf_protect_m  # as Django's own changeform_view
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        try:
+            return self._changeform_view(request, object_id, form_url, extra_context)
+        except ServiceTransactionFailed:
+            self.message_user(request, f"Not saved. {BUSY_MESSAGE}", level=messages.ERROR)
+            request._service_busy = True
+            response = self._changeform_view(request, object_id, form_url, extra_context)
+            response.status_code = 409
+            return response
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if getattr(request, "_service_busy", False):
+            form = type(form.__name__, (_NotSavedForm, form), {})
+        return form
+
+
+class OptimisticLockAdminMixin(ServiceAdminMixin):
     """Changes go through ``optimistic_update`` with the version the editor loaded (a hidden
     ``version`` form field). When someone else saved first, nothing is written and the editor is
     sent back to the form, which shows the current values, with a message that shows both

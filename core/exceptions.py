@@ -52,3 +52,12 @@ class StaleVersion(DomainError):
             f"someone else (now version {current.version}); review its current values and apply "
             "your change again."
         )
+
+
+# What a person is told when a service gave up waiting for rows another transaction held
+# (``dbops.transactions.ServiceTransactionFailed``): nothing was written, and the same request
+# may simply be sent again. Pages answer it with 409 Conflict.
+BUSY_MESSAGE = (
+    "Busy: someone else was changing the same records, so nothing was changed. "
+    "Please try again in a moment."
+)

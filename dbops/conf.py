@@ -50,6 +50,11 @@ DEFAULTS: dict[str, Any] = {
     # project restyles them with its own template of the same name, or names another here.
     "UNAVAILABLE_TEMPLATE": "dbops/503.html",
     "HEALTH_STATUS_TEMPLATE": "dbops/health/status.html",
+    # A service decorated with @service_transaction (dbops.transactions) waits at most this long
+    # (milliseconds) for any row or table lock; then its transaction is aborted and run again, up
+    # to its attempts. A transaction stuck elsewhere costs a caller seconds, not the whole
+    # statement timeout. Transaction-local (SET LOCAL): safe behind PgBouncer.
+    "SERVICE_LOCK_TIMEOUT_MS": 2000,
     # manage.py migrate (dbops.migration_guard) sets the timeouts of every statement it runs by the
     # lock the statement takes. A statement whose lock blocks reads or writes (ACCESS EXCLUSIVE,
     # SHARE, SHARE ROW EXCLUSIVE...) waits at most this long for it: while it waits, every query

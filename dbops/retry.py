@@ -1,7 +1,9 @@
 """Re-run work that PostgreSQL aborted for a reason a retry can fix: one loop for every caller.
 
-``retry_transaction`` re-runs a whole atomic unit (services); ``call_with_retries`` is the loop
-itself, also used by the migration operations (lock timeouts) and the backfill (a batch).
+``call_with_retries`` is the loop itself, used by services (through
+``dbops.transactions.service_transaction``, which adds the durable transaction and its lock
+timeout), the migration operations (lock timeouts) and the backfill (a batch);
+``retry_transaction`` re-runs a function that opens its own atomic block.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from django.db import DatabaseError, transaction
 
 from dbops import metrics
 from dbops.errors import SQLSTATE_NAMES, TRANSACTION_RETRYABLE, sqlstate
+from dbops.exceptions import DbopsError
 
 logger = logging.getLogger("dbops.retry")
 
@@ -25,8 +28,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class RetryInsideTransaction(RuntimeError):
-    """retry_transaction was called inside an outer transaction, where a retry cannot work."""
+class RetryInsideTransaction(DbopsError, RuntimeError):
+    """``retry_transaction`` or ``service_transaction`` was called inside an outer transaction,
+    where a retry cannot work. (Also a ``RuntimeError``, what it was before the toolkit had one
+    root exception, and what Django raises for a durable block nested in another.)"""
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:

@@ -19,10 +19,6 @@ from django.db import connections
 
 from dbops.pooling import require_direct
 
-# Services that lock rows wait this long before giving up (and being retried): a stuck transaction
-# elsewhere then costs a caller seconds, not the whole statement timeout.
-SERVICE_LOCK_TIMEOUT_MS = 2000
-
 
 def _milliseconds_check(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

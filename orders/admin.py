@@ -8,7 +8,12 @@ from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from core.admin import HistoryAdmin, InputCheckedAdminMixin, OptimisticLockAdminMixin
+from core.admin import (
+    HistoryAdmin,
+    InputCheckedAdminMixin,
+    OptimisticLockAdminMixin,
+    ServiceAdminMixin,
+)
 from core.forms import AmountField, MultilineTextField
 from orders.exceptions import DomainError, DuplicateCustomer, ImportFileError, ImportStopped
 from orders.imports import UPLOAD_MAX_BYTES, products_import
@@ -47,7 +52,7 @@ class CustomerAdminForm(forms.ModelForm):
 
 
 @admin.register(Customer)
-class CustomerAdmin(InputCheckedAdminMixin, admin.ModelAdmin):
+class CustomerAdmin(InputCheckedAdminMixin, ServiceAdminMixin, admin.ModelAdmin):
     form = CustomerAdminForm
     list_display = ["id", "name", "email", "region", "user", "created_at"]
     list_select_related = ["user"]

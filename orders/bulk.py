@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connections
 
 from core.money import CENT, MONEY_MAX
-from dbops.errors import TRANSACTION_RETRYABLE, error_text
-from dbops.retry import call_with_retries
-from dbops.timeouts import SERVICE_LOCK_TIMEOUT_MS, transaction_timeouts
+from dbops.errors import error_text
+from dbops.transactions import ServiceTransactionFailed, service_transaction
 from orders.exceptions import InvalidChange, PriceRaiseStopped
 from orders.models import Product
 from orders.selectors import catalog_invalidate
@@ -130,22 +129,19 @@ def temp_table_sql(connection, fields: Sequence[str]) -> tuple[str, str]:
 
 
 def batch_run(work: Callable[[], object], *, using: str, what: str):
-    """``work()`` in a short transaction of its own with its own lock and statement timeouts,
-    re-run on a deadlock, a serialization failure or a lock timeout. ``durable``: a bulk write never
-    runs inside a caller's transaction, which would make one long transaction of it."""
+    """``work()`` in a short transaction of its own (``service_transaction``: durable, so a bulk
+    write never runs inside a caller's transaction, which would make one long transaction of it),
+    with its lock and statement timeouts, re-run on a deadlock, a serialization failure or a lock
+    timeout; ``ServiceTransactionFailed`` when the attempts run out."""
 
-    def attempt():
-        with transaction.atomic(using=using, durable=True):
-            transaction_timeouts(
-                lock_ms=SERVICE_LOCK_TIMEOUT_MS,
-                statement_ms=BATCH_STATEMENT_TIMEOUT_MS,
-                using=using,
-            )
-            return work()
+    def batch():
+        return work()
 
-    return call_with_retries(
-        attempt, attempts=BATCH_ATTEMPTS, retryable=TRANSACTION_RETRYABLE, what=what
+    batch.__qualname__ = what  # the name the retry log gives
+    run = service_transaction(
+        using=using, statement_timeout_ms=BATCH_STATEMENT_TIMEOUT_MS, attempts=BATCH_ATTEMPTS
     )
+    return run(batch)()
 
 
 # --- the price raise ------------------------------------------------------------------------
@@ -237,7 +233,7 @@ def product_prices_raise(
             result.last_id = max(ids)
             if progress is not None:
                 progress(result)
-    except (DatabaseError, psycopg.Error) as exc:
+    except (DatabaseError, psycopg.Error, ServiceTransactionFailed) as exc:
         raise PriceRaiseStopped(
             error_text(exc), last_id=result.last_id, rows_done=result.products
         ) from exc

@@ -36,6 +36,7 @@ from django.db import DatabaseError, connections, transaction
 from core.exceptions import InvalidAmount
 from core.money import money_parse
 from dbops.errors import error_text
+from dbops.transactions import ServiceTransactionFailed
 from orders.bulk import (
     IMPORT_FIELDS,
     OPTIONAL_FIELDS,
@@ -345,7 +346,7 @@ def products_import(
                 inserted, updated = _batch_write(
                     batch, fields, copy=copy, dry_run=dry_run, using=using
                 )
-            except (DatabaseError, psycopg.Error) as exc:
+            except (DatabaseError, psycopg.Error, ServiceTransactionFailed) as exc:
                 raise ImportStopped(
                     error_text(exc),
                     rows_written=report.rows,

@@ -3,10 +3,15 @@
 Failure behaviour:
 - ``order_place`` is all or nothing: on any domain error (unknown product, bad line, out of stock,
   a price changed while ordering, every payment declined) the transaction rolls back, so no order, no item, no payment remains and
-  stock is unchanged. Deadlocks, serialization failures and lock timeouts re-run it
-  (``dbops.retry``); a replay with the same idempotency key returns the first order.
+  stock is unchanged. A replay with the same idempotency key returns the first order.
 - ``product_restock`` and ``product_update`` change nothing when the version is stale
   (``StaleVersion``), so a concurrent edit is never overwritten.
+- Every service that writes runs in ``@service_transaction`` (``dbops.transactions``): one durable
+  transaction (refused inside a caller's ``atomic()``), a transaction-local lock timeout
+  (``DBOPS["SERVICE_LOCK_TIMEOUT_MS"]``), the whole transaction re-run on a deadlock, a
+  serialization failure or a lock timeout. When the attempts run out (another transaction kept
+  the rows), ``dbops.transactions.ServiceTransactionFailed`` reaches the caller and nothing was
+  written: a page answers 409, busy, try again.
 - The catalog cache is invalidated only after a commit (``transaction.on_commit``): a rolled-back
   change never touches it.
 """
@@ -26,8 +31,7 @@ from django.db.models.functions import Now
 from core.idempotency import idempotency_key_clean
 from core.versioning import versioned_update
 from dbops.errors import constraint_name
-from dbops.retry import retry_transaction
-from dbops.timeouts import SERVICE_LOCK_TIMEOUT_MS, lock_timeout
+from dbops.transactions import service_transaction
 from orders.exceptions import (
     CustomerNotFound,
     DuplicateCustomer,
@@ -81,22 +85,23 @@ def _customer_save(customer: Customer) -> Customer:
         field, messages = next(iter(exc.message_dict.items()))
         raise InvalidChange(field, " ".join(messages)) from None
     try:
-        # A savepoint, so a duplicate does not abort a caller's transaction.
-        with transaction.atomic():
-            customer.save()
+        customer.save()
     except IntegrityError as exc:
-        # The unique constraints decide, also between two concurrent callers.
+        # The unique constraints decide, also between two concurrent callers (the service's
+        # transaction rolls back with the error).
         if constraint_name(exc) in CUSTOMER_EMAIL_CONSTRAINTS:
             raise DuplicateCustomer(customer.email) from None
         raise
     return customer
 
 
+@service_transaction
 def customer_create(*, name: str, email: str, region: str, user=None) -> Customer:
     """A new customer; ``DuplicateCustomer`` when the email, ignoring case and spaces, is taken."""
     return _customer_save(Customer(name=name, email=email, region=region, user=user))
 
 
+@service_transaction
 def customer_update(*, customer_id: int, **changes: Any) -> Customer:
     """Change a customer's details; the normalized email follows the email."""
     unknown = set(changes) - CUSTOMER_EDITABLE
@@ -173,9 +178,7 @@ def _same_order(order: Order, lines: dict[int, int]) -> bool:
     return dict(order.items.values_list("product_id", "quantity")) == lines
 
 
-@retry_transaction
-@transaction.atomic(durable=True)
-@lock_timeout(SERVICE_LOCK_TIMEOUT_MS)
+@service_transaction
 def _order_place_transaction(
     *,
     customer_id: int,
@@ -184,7 +187,7 @@ def _order_place_transaction(
     idempotency_key: str | None,
     gateway: PaymentGateway,
 ) -> Order:
-    """One attempt at the whole order, in one transaction; ``retry_transaction`` may run it again
+    """One attempt at the whole order, in one transaction; ``service_transaction`` may run it again
     after a deadlock, a serialization failure or a lock timeout, so it has no effect outside it."""
     # Compiled once per process (orders/sql.py): the ORM's per-call cost left this hot path.
     if not CUSTOMER_EXISTS.rows(customer_id):
@@ -279,7 +282,7 @@ def _product_versioned_update(product_id: int, expected_version: int, **values: 
     return current
 
 
-@transaction.atomic
+@service_transaction
 def product_restock(*, product_id: int, quantity: int, expected_version: int) -> Product:
     """Add stock if nobody changed the product since ``expected_version`` was read."""
     quantity = _positive_int(quantity, "quantity")
@@ -291,7 +294,7 @@ def product_restock(*, product_id: int, quantity: int, expected_version: int) ->
 PRODUCT_EDITABLE = {"name", "description", "price", "stock"}
 
 
-@transaction.atomic
+@service_transaction
 def product_update(*, product_id: int, expected_version: int, **changes: Any) -> Product:
     """Edit a product (admin) with optimistic locking; a stale edit raises ``StaleVersion``."""
     unknown = set(changes) - PRODUCT_EDITABLE

@@ -9,9 +9,11 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.exceptions import BUSY_MESSAGE
 from core.forms import form_key, form_key_redirect
 from core.pagination import cursor_parse, keyset_page
 from dbops.instrumentation import track_queries
+from dbops.transactions import ServiceTransactionFailed
 from orders.exceptions import (
     DomainError,
     IdempotencyConflict,
@@ -156,6 +158,7 @@ def _order_submit(request, customer):
     form = OrderForm(request.POST)
     lines = OrderLineFormSet(request.POST, prefix="lines")
     conflict = False
+    status = 400
     if form.is_valid() and lines.is_valid():
         gateway = RecordingGateway(decline=form.cleaned_data.get("decline", ()))
         try:
@@ -174,11 +177,15 @@ def _order_submit(request, customer):
             form.add_error(None, ORDER_IDEMPOTENCY_CONFLICT_MESSAGE)
         except DomainError as exc:
             form.add_error(None, str(exc))
+        except ServiceTransactionFailed:
+            # Nothing was ordered; the same form (same key) may be sent again.
+            form.add_error(None, BUSY_MESSAGE)
+            status = 409
         else:
             messages.success(request, order_placed_message(order, gateway, stats.count))
             return redirect("orders:order_detail", order_id=order.pk)
     context = {"form": form, "lines": lines, "conflict": conflict}
-    return render(request, "orders/order_form.html", context, status=400)
+    return render(request, "orders/order_form.html", context, status=status)
 
 
 def order_placed_message(order, gateway: RecordingGateway, queries: int) -> str:
@@ -277,6 +284,9 @@ async def product_restock_view(request, product_id: int):
             form = RestockForm(initial={"version": exc.current.version})
         except DomainError as exc:
             form.add_error(None, str(exc))
+        except ServiceTransactionFailed:
+            status = 409
+            form.add_error(None, BUSY_MESSAGE)
         else:
             added = form.cleaned_data["quantity"]
             messages.success(request, f"{product.sku}: {added} added, {product.stock} in stock.")

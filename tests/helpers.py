@@ -437,3 +437,60 @@ def timeouts_seen() -> Iterator[list[tuple[str, str, str]]]:
 
     with mock.patch.object(CursorWrapper, "_execute", probe):
         yield seen
+
+
+class RowLock:
+    """A row locked by another client's open transaction (``row_locked``)."""
+
+    def __init__(self, holder: psycopg.Connection):
+        self.holder = holder
+        self.retries: list[str] = []  # the SQLSTATE of each retry the lock caused meanwhile
+        self.released = threading.Event()
+
+    def release(self) -> None:
+        """End the holder's transaction (a rollback): the row is free."""
+        if not self.released.is_set():
+            self.released.set()
+            self.holder.rollback()
+
+
+@contextmanager
+def row_locked(model, pk, *, release_on_retry: bool = False) -> Iterator[RowLock]:
+    """Another connection holds ``model``'s row ``pk`` ``FOR UPDATE`` in an open transaction for
+    the block (or until ``release()``): what a slow transaction elsewhere does to a service.
+    ``release_on_retry``: let go as soon as the retry loop (``dbops.retry``) reports a lock
+    timeout (55P03), so the attempt after it finds the row free."""
+    import logging
+
+    from psycopg import sql
+
+    table, column = model._meta.db_table, model._meta.pk.column
+    holder = raw_connection(autocommit=False)
+    lock = RowLock(holder)
+    found = holder.execute(
+        sql.SQL("SELECT 1 FROM {} WHERE {} = %s FOR UPDATE").format(
+            sql.Identifier(table), sql.Identifier(column)
+        ),
+        [pk],
+    ).fetchone()
+    assert found, f"no {model.__name__} row {pk!r} to lock"
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            state = getattr(record, "sqlstate", None)
+            if state:
+                lock.retries.append(state)
+                if release_on_retry and state == "55P03":
+                    lock.release()
+
+    retry_log = logging.getLogger("dbops.retry")
+    handler, level = Seen(), retry_log.level
+    retry_log.addHandler(handler)
+    retry_log.setLevel(logging.INFO)  # the retry loop reports each retry at INFO
+    try:
+        yield lock
+    finally:
+        retry_log.removeHandler(handler)
+        retry_log.setLevel(level)
+        lock.release()
+        holder.close()

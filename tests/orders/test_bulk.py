@@ -10,6 +10,7 @@ import pytest
 from django.db import connection, transaction
 from zeal import zeal_context
 
+from core.versioning import versioned_update
 from orders.bulk import product_prices_raise
 from orders.exceptions import InvalidChange, PriceRaiseStopped, StaleVersion
 from orders.models import Product
@@ -87,9 +88,10 @@ def test_a_raise_that_meets_an_uncommitted_edit_waits_for_it_and_raises_the_edit
     raiser_pid: list[int] = []
 
     def editor():
-        # An admin's save in progress: the row is changed and locked, not yet committed.
+        # An admin's save in progress: the row is changed and locked, not yet committed (the
+        # statement product_update runs, held open: the service itself commits at once).
         with transaction.atomic():
-            product_update(product_id=product.pk, expected_version=1, price=Decimal("20.00"))
+            versioned_update(Product, pk=product.pk, expected_version=1, price=Decimal("20.00"))
             edited.set()
             assert release.wait(10)
 
