@@ -121,13 +121,18 @@ def running(
         _make_traversable(base)
         for path in (base, *base.iterdir()):
             os.chown(path, run_as["user"], run_as["group"])
-    process = subprocess.Popen(
-        [executable, str(base / "pgbouncer.ini")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd="/",
-        **run_as,
-    )
+    # PgBouncer in the foreground logs every line to stderr as well as to its logfile, and blocks
+    # whole when stderr does: a pipe that nobody reads fills at 64 KiB (a few hundred logins) and
+    # froze every client, the admin console included. A file never fills, and still holds what
+    # PgBouncer says before it opens its logfile (a configuration it refuses).
+    with open(base / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen(
+            [executable, str(base / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd="/",
+            **run_as,
+        )
     try:
         _wait_listening(process, port, base, timeout)
         yield PgBouncer("127.0.0.1", port, base)
@@ -145,11 +150,8 @@ def _wait_listening(process: subprocess.Popen, port: int, base: Path, timeout: f
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            log = base / "pgbouncer.log"
-            raise RuntimeError(
-                f"pgbouncer exited ({process.returncode}): {process.stderr.read().decode()}"
-                + (log.read_text()[-2000:] if log.exists() else "")
-            )
+            said = (base / "stderr.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"pgbouncer exited ({process.returncode}): {said}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return

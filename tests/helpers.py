@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -144,19 +145,25 @@ def runserver(settings: str = "config.settings.local", **env_overrides: str) -> 
 
 @contextmanager
 def _server(command: list[str], port: int, env_overrides: dict[str, str]) -> Iterator[str]:
+    # The server's stderr goes to a file, not a pipe: nobody reads a pipe while the test runs, and
+    # a server blocks on a full one (64 KiB: six logged tracebacks of a database outage), so its
+    # next request never answered and the test failed on a socket read timeout.
+    stderr = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [sys.executable, "-m", *command],
         cwd=ROOT,
         env=subprocess_env(**env_overrides),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited: {process.stderr.read().decode()}")
+                stderr.seek(0)
+                said = stderr.read().decode(errors="replace")[-3000:]
+                raise RuntimeError(f"{command[0]} exited: {said}")
             try:
                 if http_get(base + "/health/live", timeout=2)[0] == 200:
                     break
@@ -169,6 +176,7 @@ def _server(command: list[str], port: int, env_overrides: dict[str, str]) -> Ite
     finally:
         process.terminate()
         process.wait(10)
+        stderr.close()
 
 
 class DatabaseProxy:

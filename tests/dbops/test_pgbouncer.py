@@ -77,6 +77,19 @@ def test_a_session_setting_would_reach_the_next_client(pooled):
         second.execute("RESET lock_timeout")
 
 
+def test_pgbouncer_answers_after_logging_more_than_a_pipe_holds(pooled):
+    """PgBouncer logs two lines for every client (its login, its close): 600 clients are some
+    170 KiB of log. Its stderr was a pipe that nobody read: past 64 KiB PgBouncer blocked on it
+    whole, and make test-pgbouncer hung in the middle of a price raise."""
+    url, _ = pooled
+    for _ in range(600):
+        # connect_timeout: a frozen PgBouncer fails the test instead of hanging it.
+        with psycopg.connect(url, autocommit=True, connect_timeout=5, prepare_threshold=None):
+            pass
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as last:
+        assert last.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_requests_services_and_commands_leave_no_session_state(pooled):
     url, direct = pooled
     pid = next_client(url)[0]
