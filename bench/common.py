@@ -233,13 +233,17 @@ def serving(
     """Start a web server (``python -m <command>``) and return it once ``path`` answers 200 on
     ``port``; SystemExit with the end of its stderr if it does not within 30 s."""
     import sys
+    import tempfile
 
+    # A file, not a pipe: a server that logs more than a pipe holds (64 KiB) while nobody reads
+    # the pipe blocks in write(2) and stops answering in the middle of a measurement.
+    stderr = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [sys.executable, "-m", *command],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -251,4 +255,6 @@ def serving(
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise SystemExit(f"{what} did not start: {process.stderr.read().decode()[-3000:]}")
+    process.wait()
+    stderr.seek(0)
+    raise SystemExit(f"{what} did not start: {stderr.read().decode(errors='replace')[-3000:]}")
