@@ -88,6 +88,9 @@ DBOPS = {
     "HEALTH_FAIL_ON_PENDING_MIGRATIONS": env.bool(
         "HEALTH_FAIL_ON_PENDING_MIGRATIONS", default=False
     ),
+    # Every service that writes (dbops.service_transaction): how long a statement waits for a
+    # row lock before the attempt is retried (and, after the last attempt, a 409 "busy" page).
+    "SERVICE_LOCK_TIMEOUT_MS": env.int("DB_SERVICE_LOCK_TIMEOUT_MS", default=2000, minimum=1),
     # manage.py migrate: timeouts by lock level (README: Migrations on big tables).
     "MIGRATION_LOCK_TIMEOUT_MS": env.int("DB_MIGRATION_LOCK_TIMEOUT_MS", default=3000, minimum=1),
     "MIGRATION_LOCK_ATTEMPTS": env.int("DB_MIGRATION_LOCK_ATTEMPTS", default=5, minimum=1),
