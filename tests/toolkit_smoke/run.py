@@ -141,7 +141,14 @@ class Smoke:
     def check_clean(self) -> str:
         self.manage("check")
         self.manage("check", "--database", "default")
-        return "manage.py check and check --database default pass with no DBOPS setting"
+        public = self.shell(
+            "import dbops\n"
+            "print(len([getattr(dbops, name) for name in dbops.__all__]), dbops.__version__)"
+        )
+        return (
+            "manage.py check and check --database default pass with no DBOPS setting; "
+            f"every name of dbops.__all__ imports (count, version: {public})"
+        )
 
     def migrate(self) -> str:
         out = self.manage("migrate", "--no-input").stdout
