@@ -306,11 +306,14 @@ PATTERNS: tuple[Pattern, ...] = (
         "dbops as a toolkit other projects install",
         "One settings namespace with every default (DBOPS), standalone templates a project may "
         "override, no name of this project inside (a test reads the project's variables, targets, "
-        "templates and apps to check), a wheel built from this repository and proven in a fresh "
-        "startproject outside it.",
+        "templates and apps to check), a declared public API (__all__), a wheel built from this "
+        "repository and proven in a fresh startproject outside it.",
         (
             "dbops/conf.py dbops_settings, DEFAULTS",
+            "dbops/__init__.py __all__",
+            "tests/test_dbops_api.py",
             "packaging/build.py",
+            "tests/test_packaging.py",
             "tests/toolkit_smoke/run.py",
             "tests/test_architecture.py test_dbops_names_nothing_of_this_project",
         ),

@@ -8,9 +8,9 @@ Two kinds of series:
   checks by result, and the psycopg pool of each worker. Under gunicorn with several workers a
   scrape reaches one worker, so set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory (emptied at
   each start) before the workers start: prometheus_client then keeps each process's values in a
-  file there and every scrape adds them up (``make serve`` does this; ``config/gunicorn.py``
-  forgets a worker that exits). Without it each process answers with its own values (one worker,
-  ``runserver``, tests).
+  file there and every scrape adds them up (a gunicorn ``child_exit`` hook calling
+  ``prometheus_client.multiprocess.mark_process_dead(worker.pid)`` forgets a worker that exits).
+  Without it each process answers with its own values (one worker, ``runserver``, tests).
 - **Read from the database at each scrape**, the same whichever worker answers: whether the
   database answers, the replica's lag, and the latest backfill run of each target (rows done,
   progress, rate, ETA, status, pauses per health indicator).

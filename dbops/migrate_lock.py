@@ -78,7 +78,7 @@ def _refusal(holder: Holder | None, waited_ms: int) -> MigrateAlreadyRunning:
     return MigrateAlreadyRunning(
         f"Another migrate is running on this database: {first}.{waited} Wait for it to finish "
         "(`manage.py showmigrations` shows what it has applied), or let a second migrate wait "
-        "for the first: DBOPS['MIGRATE_LOCK_WAIT_MS'] (the DB_MIGRATE_LOCK_WAIT_MS variable). "
+        "for the first: DBOPS['MIGRATE_LOCK_WAIT_MS'], in milliseconds. "
         "If that process is gone, so is its lock: its connection held it."
     )
 

@@ -5,7 +5,7 @@ its connection as an execute wrapper (``connection.execute_wrapper``), so it see
 the schema editor, ``RunSQL``, ``RunPython``'s queries and the migration recorder send. The
 operations of ``dbops.operations`` install the same guard when they run without that command.
 Each statement gets the timeouts of its class (``dbops.lock_levels``), set explicitly, so nothing
-is inherited from the application's connection settings (``DB_STATEMENT_TIMEOUT_MS``):
+is inherited from the application's connection settings (a ``statement_timeout`` in ``OPTIONS``):
 
 ============== ========================================= ===========================================
 class          lock_timeout                              statement_timeout
@@ -505,8 +505,8 @@ class MigrationGuard:
                 f"{self.what()}: `{_short(sql)}` ran longer than {profile.statement_ms} ms while "
                 "holding a lock that blocks reads or writes of its table, and was cancelled "
                 "(DBOPS['MIGRATION_BLOCKING_STATEMENT_TIMEOUT_MS']). It scans or rewrites the "
-                "table: use the operation that does the long part without that lock (README: "
-                "Migrations on big tables), or raise the bound for this one run if the table "
+                "table: use the operation that does the long part without that lock (docs: "
+                "docs/dbops/operations.md), or raise the bound for this one run if the table "
                 "can be locked that long."
             )
         return exc

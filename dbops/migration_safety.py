@@ -876,7 +876,7 @@ def baselined(graph) -> tuple[set[tuple[str, str]], list[checks.CheckMessage]]:
                     f"DBOPS['MIGRATION_SAFETY_BASELINE'] names {app_label}.{name}, which is not a "
                     "migration of this project.",
                     hint="Name the app's last migration written before the check was adopted "
-                    '(e.g. {"orders": "0004_product_description"}).',
+                    '(e.g. {"shop": "0042_last_before_adoption"}).',
                     id=BAD_BASELINE,
                 )
             )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
+import django.contrib.admin
 import pytest
 
 from tests.helpers import ROOT
@@ -80,6 +82,16 @@ def test_a_module_that_breaks_the_layers_is_caught(tmp_path):
 # variable, make target, template or app is covered as soon as it exists.
 PROJECT_DIRECTORIES = ("accounts", "orders", "core", "config", "devdb", "bench")
 TEMPLATE_TAGS = re.compile(r"{%\s*(?:extends|include)\s+[\"']([^\"']+)[\"']")
+# Names this project uses that belong to a library dbops itself depends on: naming them is naming
+# the library, not this project. Each with where the library documents it.
+LIBRARY_NAMES = {
+    # prometheus_client's multi-process mode reads it (prometheus_client docs, "Multiprocess
+    # Mode"); dbops.metrics reads it to know whether to add up the workers' files.
+    "PROMETHEUS_MULTIPROC_DIR": "prometheus_client",
+}
+# What django.contrib.admin ships: an admin page of dbops may extend these (the admin renders
+# them in any project that has the admin); anything else outside dbops/ is a project's.
+ADMIN_TEMPLATES = Path(django.contrib.admin.__file__).parent / "templates"
 
 
 def _environment_variables() -> set[str]:
@@ -96,7 +108,7 @@ def _environment_variables() -> set[str]:
 def _project_vocabulary() -> dict[str, re.Pattern]:
     from dbops.conf import DEFAULTS
 
-    variables = sorted(_environment_variables() - set(DEFAULTS))
+    variables = sorted(_environment_variables() - set(DEFAULTS) - set(LIBRARY_NAMES))
     targets = sorted(re.findall(r"^([a-z][a-z0-9-]*):", (ROOT / "Makefile").read_text(), re.M))
     templates = sorted(
         str(path.relative_to(ROOT / "templates"))
@@ -104,6 +116,10 @@ def _project_vocabulary() -> dict[str, re.Pattern]:
         if path.parts[len((ROOT / "templates").parts)] != "dbops"  # its overrides of dbops's own
     )
     apps = sorted({"axes", "csp", "debug_toolbar", "zeal", *ALLOWED} - {"dbops"})
+    # Django names a table <app_label>_<model>: this project's apps' and third-party apps' tables.
+    tables = sorted(
+        {*apps, *(p.parent.name for p in ROOT.glob("*/models.py"))} - {"dbops", "devdb"}
+    )
     return {
         "environment variable": re.compile(rf"\b({'|'.join(variables)})\b"),
         "make target": re.compile(rf"\bmake ({'|'.join(targets)})\b"),
@@ -112,6 +128,7 @@ def _project_vocabulary() -> dict[str, re.Pattern]:
             rf"(?<![\w./])({'|'.join(sorted({*PROJECT_DIRECTORIES, *apps}))})[./][A-Za-z_]"
         ),
         "app label": re.compile(rf"[\"']({'|'.join(apps)})[\"']"),
+        "table": re.compile(rf"(?<![\w.])(?:{'|'.join(tables)})_[a-z][a-z0-9_]*"),
         "document": re.compile(r"\b(README|Makefile)\b|\.ci/"),
     }
 
@@ -140,7 +157,7 @@ def test_dbops_templates_extend_and_include_only_dbops_own():
         f"{path.relative_to(ROOT)}: {name}"
         for path in sorted((ROOT / "dbops" / "templates").rglob("*.html"))
         for name in TEMPLATE_TAGS.findall(path.read_text())
-        if not name.startswith("dbops/")
+        if not name.startswith("dbops/") and not (ADMIN_TEMPLATES / name).is_file()
     ]
     assert not outside, outside
 
@@ -154,6 +171,8 @@ def test_a_module_that_names_this_project_is_caught():
         "# README: Behind PgBouncer\n"
         'render(request, "dbops/503.html")  # dbops\'s own: fine\n'
         'DBOPS["WEB_CONCURRENCY"]  # a documented setting: fine\n'
+        "# SELECT sum(amount) FROM accounts_ledgerentry\n"
+        "# set PROMETHEUS_MULTIPROC_DIR (prometheus_client's own): fine\n"
     )
     assert project_names_in(text) == [
         "environment variable DB_PGBOUNCER",
@@ -162,5 +181,21 @@ def test_a_module_that_names_this_project_is_caught():
         "path or module accounts/s",
         "path or module orders.C",
         'app label "axes"',
+        "table accounts_ledgerentry",
         "document README",
     ]
+
+
+def test_templates_the_admin_ships_may_be_extended_and_no_other():
+    allowed = [
+        n
+        for n in ("admin/change_form.html", "base.html", "orders/list.html")
+        if (ADMIN_TEMPLATES / n).is_file()
+    ]
+    assert allowed == ["admin/change_form.html"]
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_NAMES))
+def test_a_name_allowed_as_a_librarys_is_in_that_librarys_code(name):
+    library = Path(__import__(LIBRARY_NAMES[name]).__file__).parent
+    assert any(name in path.read_text() for path in library.rglob("*.py")), (name, library)

@@ -11,11 +11,11 @@ The migration must depend on ``("dbops", "0001_backfillrun")``: the gate reads o
 run table has had since then (so later changes to the table do not break old migrations)::
 
     class Migration(migrations.Migration):
-        dependencies = [("orders", "0002_..."), ("dbops", "0001_backfillrun")]
+        dependencies = [("shop", "0002_..."), ("dbops", "0001_backfillrun")]
         operations = [
             RequireBackfillFinished(
                 "Customer", "email_normalized",
-                command='python manage.py backfill_column orders.Customer email_normalized '
+                command='python manage.py backfill_column shop.Customer email_normalized '
                         '--expression "lower(btrim(email))"',
             ),
             ...

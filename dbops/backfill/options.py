@@ -51,7 +51,7 @@ class BackfillOptions:
     # Each batch's commit waits for its WAL to reach the disk (on) or not (off: the batch and its
     # checkpoint commit together, so a crash that loses the commit loses both and the run does the
     # batch again). Off by default: on, the backfill's backend waited on its own WAL flushes and
-    # ran at 0.75x a single UPDATE against 1.00x off, writers' p99 alike (bench/results/backfill.md).
+    # ran at 0.75x a single UPDATE against 1.00x off, writers' p99 alike, measured side by side.
     synchronous_commit: bool = False
     # Throttling on the database's health (dbops/backfill/throttle.py); None: the DBOPS setting.
     # Pause between batches while the replica lags more than this; None: the router's ceiling

@@ -4,14 +4,14 @@ Put them in migrations with ``atomic = False`` (each refuses a transaction, nami
 step opens its own short transactions, and the history copy commits batch by batch. In order, one
 or more per migration::
 
-    CreatePartitionedCopy("accounts_ledgerentry", "created_at", interval="month", ahead=3,
-                          uniques_elsewhere={"ledger_idempotency_key_per_account": "..."}),
-    SyncToPartitionedCopy("accounts_ledgerentry"),
-    CopyRowsToPartitionedCopy("accounts_ledgerentry"),
-    VerifyPartitionedCopy("accounts_ledgerentry", "created_at", sums=["amount"]),
-    SwapPartitionedCopy("accounts_ledgerentry"),
+    CreatePartitionedCopy("shop_ledgerentry", "created_at", interval="month", ahead=3,
+                          uniques_elsewhere={"ledger_key_per_account": "..."}),
+    SyncToPartitionedCopy("shop_ledgerentry"),
+    CopyRowsToPartitionedCopy("shop_ledgerentry"),
+    VerifyPartitionedCopy("shop_ledgerentry", "created_at", sums=["amount"]),
+    SwapPartitionedCopy("shop_ledgerentry"),
     # ... a later release:
-    DropTableKeptForRollback("accounts_ledgerentry"),
+    DropTableKeptForRollback("shop_ledgerentry"),
 
 Each is safe to run again after a failure or a kill (it looks at the catalog and does what is
 left), and each reverses, except the last (a dropped table's rows are gone). None changes Django's

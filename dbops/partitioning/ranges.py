@@ -2,7 +2,7 @@
 
 Partitions are half-open ranges ``[start, end)`` of one interval (a day, a month or a year), on
 UTC boundaries, so a partition's range never depends on a session's ``TimeZone``. A partition is
-named after its table and its start: ``accounts_ledgerentry_p2026_11``.
+named after its table and its start: ``shop_event_p2026_11``.
 """
 
 from __future__ import annotations

@@ -141,7 +141,14 @@ class Smoke:
     def check_clean(self) -> str:
         self.manage("check")
         self.manage("check", "--database", "default")
-        return "manage.py check and check --database default pass with no DBOPS setting"
+        public = self.shell(
+            "import dbops\n"
+            "print(len([getattr(dbops, name) for name in dbops.__all__]), dbops.__version__)"
+        )
+        return (
+            "manage.py check and check --database default pass with no DBOPS setting; "
+            f"every name of dbops.__all__ imports (count, version: {public})"
+        )
 
     def migrate(self) -> str:
         out = self.manage("migrate", "--no-input").stdout
@@ -254,6 +261,47 @@ class Smoke:
             raise SmokeFailure(f"/shop/unavailable/ {status}: {page[:500]}")
         return f"/health/ready 200 {ready}; /health/ and the 503 page from dbops's own templates"
 
+    def admin_and_metrics(self) -> str:
+        """The pages a person and a scraper open, rendered in this project (no humanize, no
+        template directory): the backfill run's admin page, its stylesheet, /health/metrics."""
+        status, headers, _ = self.get("/health/metrics")
+        if status != 401 or "Bearer" not in headers.get("WWW-Authenticate", ""):
+            raise SmokeFailure(f"/health/metrics without credentials: {status} {headers}")
+        run = self.shell(
+            "from django.contrib.auth import get_user_model\n"
+            "from dbops.models import BackfillRun\n"
+            "get_user_model().objects.create_superuser('smoke', 'smoke@example.com', 'smoke-pw')\n"
+            "print(BackfillRun.objects.get(target='shop.Item.code').pk)"
+        )
+        jar = http.cookiejar.CookieJar()
+        person = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        self.get("/admin/login/", person)
+        token = next(c.value for c in jar if c.name == "csrftoken")
+        login = {"username": "smoke", "password": "smoke-pw", "csrfmiddlewaretoken": token}
+        status, _, page = self.get("/admin/login/?next=/admin/", person, login)
+        if status != 200 or "Log out" not in page:
+            raise SmokeFailure(f"admin login: {status} {page[:500]}")
+        status, _, page = self.get(f"/admin/dbops/backfillrun/{run}/change/", person)
+        if status != 200 or f">{ROWS:,}</td>" not in page or "backfill-status-done" not in page:
+            raise SmokeFailure(f"the run's admin page: {status} {page[:2000]}")
+        status, _, css = self.get("/static/dbops/backfill.css", person)
+        if status != 200 or ".backfill-run" not in css:
+            raise SmokeFailure(f"dbops's stylesheet: {status} {css[:200]}")
+        status, _, text = self.get("/health/metrics", person)
+        series = (
+            "dbops_database_up 1.0",
+            "dbops_replica_up 1.0",
+            f'dbops_backfill_rows_done{{database="default",run="{run}",target="shop.Item.code"}} '
+            f"{ROWS}.0",
+        )
+        if status != 200 or not all(s in text for s in series):
+            ours = "\n".join(line for line in text.splitlines() if line.startswith("dbops_"))
+            raise SmokeFailure(f"/health/metrics for staff: {status}, dbops's series:\n{ours}")
+        return (
+            f"/admin/dbops/backfillrun/{run}/change/ 200 showing {ROWS:,} rows filled, its "
+            "stylesheet; /health/metrics 401 without credentials, 200 for staff with the series"
+        )
+
     def router(self) -> str:
         """A stranger's read on the standby. Then, with the standby's replay paused, a write and the
         writer's read of the new row: only the primary has it, so finding it proves read-your-writes
@@ -322,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         ("db_doctor", smoke.doctor),
         ("serve", smoke.serve),
         ("health endpoints", smoke.health),
+        ("the backfill run's admin page and /health/metrics", smoke.admin_and_metrics),
         ("replica router against the standby", smoke.router),
     ]
     print(f"toolkit smoke in {base}", flush=True)

@@ -30,7 +30,7 @@ class Command(DjangoMigrate):
         "Updates database schema, one migrate at a time per database, each statement under "
         "timeouts chosen by the lock it takes: a short lock timeout with retries where reads or "
         "writes would queue behind it, none for CONCURRENTLY builds and VALIDATE CONSTRAINT "
-        "(settings: DBOPS MIGRATION_* in dbops/conf.py; README: Migrations on big tables)."
+        "(settings: DBOPS MIGRATION_* in dbops/conf.py; docs: docs/dbops/commands.md, migrate)."
     )
 
     def handle(self, *args, **options):
