@@ -223,9 +223,12 @@ class Smoke:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        # A file, not a pipe nobody reads: runserver logs every request, and once 64 KiB waits
+        # in a pipe it blocks in write(2) and stops answering.
+        self.server_log = tempfile.TemporaryFile()
         self.server = subprocess.Popen(
             [self.python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            cwd=self.site, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=self.site, env=self.env(), stdout=subprocess.DEVNULL, stderr=self.server_log,
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -234,7 +237,9 @@ class Smoke:
                 return f"runserver on {self.url}; /health/live {status} {body.strip()!r}"
             except OSError:
                 if self.server.poll() is not None:
-                    raise SmokeFailure(f"runserver exited: {self.server.stderr.read()}") from None
+                    self.server_log.seek(0)
+                    log = self.server_log.read().decode(errors="replace")[-3000:]
+                    raise SmokeFailure(f"runserver exited: {log}") from None
                 time.sleep(0.2)
         raise SmokeFailure("runserver did not answer in 60 s")
 
