@@ -8,8 +8,11 @@ exactly once. A lock released during the retries costs one retry, not the bulk w
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -26,7 +29,14 @@ from orders.imports import products_import
 from orders.models import Product
 from orders.selectors import CATALOG_GENERATION_KEY
 from tests.factories import product_create, user_create
-from tests.helpers import ROOT, row_locked, subprocess_env
+from tests.helpers import (
+    ROOT,
+    backends_wait_for_locks,
+    raw_connection,
+    row_locked,
+    server_pid,
+    subprocess_env,
+)
 from tests.orders.test_imports import csv_file, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -192,6 +202,36 @@ def test_the_admin_import_behind_a_locked_row_says_where_it_stopped(tmp_path, ex
     assert "4 inserted, 2 updated, 0 unchanged, 0 rejected" in response.text
 
 
+def test_an_import_batch_behind_a_sku_another_transaction_is_inserting_stops_the_same_way(
+    tmp_path, existing
+):
+    """Not a row lock but the inserting transaction's own lock: the batch waits for it to end (to
+    know whether the SKU exists), and that wait is under the lock timeout too."""
+    path = csv_file(tmp_path, ROWS)
+    before = stored()
+    with raw_connection(autocommit=False) as other:
+        other.execute(
+            "INSERT INTO orders_product (sku, name, price, stock, version)"
+            " VALUES ('BL-3', 'Other', 7.00, 1, 1)"
+        )
+        with open(path, "rb") as file, pytest.raises(ImportStopped) as stopped:
+            products_import(file=file, batch_size=2)
+        other.commit()
+    assert (stopped.value.line, stopped.value.batches) == (4, 1)
+    assert isinstance(stopped.value.__cause__, ServiceTransactionFailed)
+    done = stored()
+    assert done.pop("BL-3")[:2] == [Decimal("7.00"), 1]  # the other transaction's, not the file's
+    assert sorted(done) == ["BL-1", "BL-2", "BL-4"] and done["BL-4"] == before["BL-4"]
+
+    with open(path, "rb") as file:
+        report = products_import(file=file, batch_size=2)
+    assert (report.inserted, report.updated, report.unchanged) == (2, 2, 2)
+    after = stored()
+    assert after["BL-3"][:2] == [Decimal("3.50"), 2]  # the other's row, updated once
+    assert after["BL-4"][:2] == [Decimal("4.50"), 2]
+    assert after["BL-1"] == done["BL-1"] and after["BL-2"] == done["BL-2"]
+
+
 @pytest.mark.parametrize("copy", [False, True], ids=["arrays", "copy"])
 def test_an_import_batch_whose_row_is_released_during_its_retries_commits_and_the_import_goes_on(
     tmp_path, existing, copy
@@ -243,6 +283,17 @@ def test_a_price_raise_batch_behind_a_locked_row_stops_and_resuming_raises_each_
     assert prices() == dict.fromkeys(ids, (Decimal("110.00"), 2)), "a product raised twice"
 
 
+def test_a_price_raise_stopped_in_its_first_batch_raised_nothing_and_says_to_run_it_again():
+    ids = [product_create(sku=f"PR-{i}", price="100.00").pk for i in range(1, 4)]
+    with row_locked(Product, ids[1]), pytest.raises(PriceRaiseStopped) as stopped:
+        product_prices_raise(percent=Decimal("10"), batch_size=3)
+    assert (stopped.value.last_id, stopped.value.rows_done) == (None, 0)
+    assert "Resume with the same arguments" in str(stopped.value)
+    assert prices() == dict.fromkeys(ids, (Decimal("100.00"), 1))
+    product_prices_raise(percent=Decimal("10"), batch_size=3)
+    assert prices() == dict.fromkeys(ids, (Decimal("110.00"), 2))
+
+
 def test_a_price_raise_resumed_and_stopped_again_names_the_id_it_reached_then_finishes_once():
     ids = [product_create(sku=f"PR-{i}", price="100.00").pk for i in range(1, 10)]
     with row_locked(Product, ids[4]), pytest.raises(PriceRaiseStopped) as first:
@@ -271,3 +322,70 @@ def test_a_price_raise_batch_whose_row_is_released_during_its_retries_raises_eve
         assert lock.retries == [LOCK_NOT_AVAILABLE] and lock.released.is_set()
     assert (result.products, result.batches, result.last_id) == (9, 3, ids[-1])
     assert prices() == dict.fromkeys(ids, (Decimal("110.00"), 2))
+
+
+# --- released by another thread while a retry waits ---------------------------------------------
+
+
+def released_while_the_second_attempt_waits(lock, run: Callable[[], object]):
+    """``run()`` while another thread lets go of ``lock`` once the batch's first attempt has given
+    up (the retry loop's report, an event) and its second attempt is waiting for the row (asked
+    of PostgreSQL): the wait ends with the row, not the timeout."""
+    retried = threading.Event()
+
+    class Retried(logging.Handler):
+        def emit(self, record):
+            retried.set()
+
+    pooled = connection.settings_dict.get("PGBOUNCER")
+    pid = None if pooled else server_pid()
+    waited: list[bool] = []
+
+    def release():
+        try:
+            if retried.wait(10):
+                waited.append(backends_wait_for_locks(None if pooled else [pid], count=1))
+        finally:
+            lock.release()
+
+    handler = Retried()
+    logging.getLogger("dbops.retry").addHandler(handler)
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        return run()
+    finally:
+        releaser.join(15)
+        logging.getLogger("dbops.retry").removeHandler(handler)
+        assert waited == [True], "the second attempt never waited for the row"
+
+
+@pytest.mark.parametrize("work", ["import", "price raise"])
+def test_a_row_released_by_another_thread_while_a_retry_waits_lets_the_batch_commit(
+    tmp_path, settings, existing, work
+):
+    # Long enough for the other thread to see the second attempt waiting and let go.
+    settings.DBOPS = {**settings.DBOPS, "SERVICE_LOCK_TIMEOUT_MS": 400}
+    path = csv_file(tmp_path, ROWS)
+    with row_locked(Product, existing["BL-4"].pk) as lock:
+        if work == "import":
+            with open(path, "rb") as file:
+                report = released_while_the_second_attempt_waits(
+                    lock, lambda: products_import(file=file, batch_size=2)
+                )
+            assert (report.inserted, report.updated, report.batches) == (4, 2, 3)
+        else:
+            result = released_while_the_second_attempt_waits(
+                lock, lambda: product_prices_raise(percent=Decimal("10"), batch_size=1)
+            )
+            assert result.products == 2
+        assert lock.retries == [LOCK_NOT_AVAILABLE]
+    if work == "import":
+        assert {sku: row[:2] for sku, row in stored().items()} == {
+            f"BL-{i}": [Decimal(f"{i}.50"), 2 if i in (2, 4) else 1] for i in range(1, 7)
+        }
+    else:
+        assert {sku: row[:2] for sku, row in stored().items()} == {
+            "BL-2": [Decimal("1.10"), 2],
+            "BL-4": [Decimal("1.10"), 2],
+        }
