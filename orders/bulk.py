@@ -144,6 +144,21 @@ def batch_run(work: Callable[[], object], *, using: str, what: str):
     return run(batch)()
 
 
+def stop_reason(exc: BaseException) -> str:
+    """Why a bulk write stopped at a batch, for ``ImportStopped`` and ``PriceRaiseStopped``.
+
+    Not ``ServiceTransactionFailed``'s own message: that one ends "it may be made again", true of
+    the batch but not of a price raise (made again whole, it raises the committed batches twice)
+    and not what the stop's own message says to do next."""
+    if isinstance(exc, ServiceTransactionFailed):
+        last = error_text(exc.__cause__) if exc.__cause__ is not None else "aborted"
+        return (
+            f"the batch was refused on each of its {exc.attempts} attempts, the last time with "
+            f"{last!r} ({exc.sqlstate}): other transactions held rows it had to write"
+        )
+    return error_text(exc)
+
+
 # --- the price raise ------------------------------------------------------------------------
 
 PRICE_RAISE_BATCH = 1000
@@ -235,7 +250,7 @@ def product_prices_raise(
                 progress(result)
     except (DatabaseError, psycopg.Error, ServiceTransactionFailed) as exc:
         raise PriceRaiseStopped(
-            error_text(exc), last_id=result.last_id, rows_done=result.products
+            stop_reason(exc), last_id=result.last_id, rows_done=result.products
         ) from exc
     finally:
         if result.products:

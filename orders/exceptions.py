@@ -117,6 +117,12 @@ class UnknownRegion(OrdersError):
         super().__init__(f"Unknown region {region!r}: use one of {', '.join(known)}.")
 
 
+def _clause(reason: str) -> str:
+    """A reason without its closing full stop, to be followed by one (a database error's first
+    line has none; ``ServiceTransactionFailed``'s message has one)."""
+    return reason.rstrip().rstrip(".")
+
+
 class ImportFileError(OrdersError):
     """The file cannot be imported at all (missing, unreadable, not UTF-8, empty, a bad header):
     nothing of it was written. ``line`` is where the problem is, when there is one."""
@@ -138,9 +144,9 @@ class ImportStopped(OrdersError):
         self.batches = batches
         self.line = line
         super().__init__(
-            f"The import stopped at the batch starting on line {line}: {reason}. "
-            f"{batches} batch{'es' * (batches != 1)} ({rows_written:,} rows) before it are "
-            "committed; that batch and "
+            f"The import stopped at the batch starting on line {line}: {_clause(reason)}. "
+            f"{batches} batch{'es' * (batches != 1)} ({rows_written:,} rows) before it "
+            f"{'is' if batches == 1 else 'are'} committed; that batch and "
             "the rest were not written. Run the same file again to finish: rows already written "
             "are left as they are."
         )
@@ -157,7 +163,7 @@ class PriceRaiseStopped(OrdersError):
         self.rows_done = rows_done
         resume = f"after_id={last_id}" if last_id is not None else "the same arguments"
         super().__init__(
-            f"The price raise stopped: {reason}. {rows_done:,} products (ids up to "
+            f"The price raise stopped: {_clause(reason)}. {rows_done:,} products (ids up to "
             f"{last_id if last_id is not None else '-'}) are raised and committed, none after "
             f"them. Resume with {resume}; do not start it over."
         )

@@ -35,13 +35,13 @@ from django.db import DatabaseError, connections, transaction
 
 from core.exceptions import InvalidAmount
 from core.money import money_parse
-from dbops.errors import error_text
 from dbops.transactions import ServiceTransactionFailed
 from orders.bulk import (
     IMPORT_FIELDS,
     OPTIONAL_FIELDS,
     batch_run,
     classify_sql,
+    stop_reason,
     temp_table_source,
     temp_table_sql,
     unnest_source,
@@ -348,7 +348,7 @@ def products_import(
                 )
             except (DatabaseError, psycopg.Error, ServiceTransactionFailed) as exc:
                 raise ImportStopped(
-                    error_text(exc),
+                    stop_reason(exc),
                     rows_written=report.rows,
                     batches=report.batches,
                     line=batch[0].line,
