@@ -74,6 +74,8 @@ class Parent(models.Model):
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:
+        # An index for the tests to drop and build again (RemoveIndexConcurrently).
+        indexes = [models.Index(fields=["region"], name="parent_region")]
         constraints = [
             models.CheckConstraint(condition=models.Q(stock__gte=0), name="parent_stock_gte_0"),
             models.CheckConstraint(condition=models.Q(balance__gte=0), name="parent_balance_gte_0"),

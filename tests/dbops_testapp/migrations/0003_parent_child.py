@@ -85,4 +85,8 @@ class Migration(migrations.Migration):
                 condition=models.Q(("quantity__gt", 0)), name="child_quantity_gt_0"
             ),
         ),
+        migrations.AddIndex(
+            model_name="parent",
+            index=models.Index(fields=["region"], name="parent_region"),
+        ),
     ]
