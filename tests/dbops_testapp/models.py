@@ -71,6 +71,8 @@ class Parent(models.Model):
     balance = models.DecimalField(max_digits=12, decimal_places=2, default=0)
     version = models.PositiveIntegerField(default=1)
     note = models.CharField(max_length=100, blank=True, default="")
+    # With a database default: a column the rolling-deploy rules let a release stop writing.
+    description = models.TextField(blank=True, db_default="")
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:

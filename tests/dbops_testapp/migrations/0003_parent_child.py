@@ -29,6 +29,7 @@ class Migration(migrations.Migration):
                 ("balance", models.DecimalField(decimal_places=2, default=0, max_digits=12)),
                 ("version", models.PositiveIntegerField(default=1)),
                 ("note", models.CharField(blank=True, default="", max_length=100)),
+                ("description", models.TextField(blank=True, db_default="")),
                 (
                     "created_at",
                     models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
