@@ -66,7 +66,7 @@ def stoppable(replica, replica_server):
     """The standby, for the test to stop; started again afterwards (rebuilt: a few seconds)."""
     yield replica
     if embedded.status(replica_server.pgdata) is None:
-        primary = embedded.status(settings.BASE_DIR / ".pgdata")
+        primary = embedded.status(settings.EMBEDDED_PGDATA)
         restarted = embedded.replica_start(primary)
         assert (restarted.port, restarted.socket_dir) == (
             replica_server.port,
