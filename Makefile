@@ -36,8 +36,8 @@ test: install  ## the whole suite against real PostgreSQL (embedded unless DATAB
 # (Debian's pgbouncer), plus the session-state checks; CI runs it.
 PGBOUNCER_TESTS := tests/accounts/test_services.py tests/accounts/test_concurrency.py \
 	tests/orders/test_services.py tests/orders/test_concurrency.py tests/dbops/test_retry.py \
-	tests/dbops/test_backfill.py tests/dbops/test_pgbouncer.py tests/orders/test_imports.py \
-	tests/orders/test_bulk.py
+	tests/dbops/test_backfill.py tests/dbops/test_pgbouncer.py tests/config/test_pgbouncer.py \
+	tests/orders/test_imports.py tests/orders/test_bulk.py
 test-pgbouncer: install  ## those tests through PgBouncer (apt-get install pgbouncer)
 	$(PY) -m pytest --pgbouncer $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 

@@ -316,6 +316,8 @@ PATTERNS: tuple[Pattern, ...] = (
             "tests/test_packaging.py",
             "tests/toolkit_smoke/run.py",
             "tests/test_architecture.py test_dbops_names_nothing_of_this_project",
+            "tests/dbops_testapp/urls.py",
+            "tests/test_toolkit_independence.py",
         ),
         (Live("the wheels in a fresh project", command="make toolkit-smoke"),),
     ),

@@ -7,8 +7,8 @@ from .nplusone import *  # noqa: F403
 DATABASES = databases(embedded=True)
 # migrationsapp: a test-only app whose migrations run Django's operations and dbops' through
 # manage.py migrate (tests/dbops/test_migration_guard.py, test_migrations_at_scale.py).
-# dbops_testapp: the toolkit's own test models: tables keyed by an integer, a UUID and a
-# composite primary key.
+# dbops_testapp: the toolkit's own test models (tables keyed by an integer, a UUID and a
+# composite primary key; parents and children) and pages: tests/dbops runs on it alone.
 INSTALLED_APPS = [*INSTALLED_APPS, "devdb", "zeal", "tests.migrationsapp", "tests.dbops_testapp"]
 
 DEBUG = False

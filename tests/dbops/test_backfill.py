@@ -15,22 +15,29 @@ from django.db import connection, transaction
 
 from dbops.backfill import BackfillOptions, Expression, plan_build
 from dbops.models import BackfillRun, BackfillStatus
-from orders.models import Product
+from tests.dbops_testapp.models import Parent
 from tests.helpers import ROOT, killed_before, raw_connection, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FILL = ["orders.Product", "name", "--expression", "upper(name)", "--where", "name <> upper(name)"]
+FILL = [
+    "dbops_testapp.Parent",
+    "name",
+    "--expression",
+    "upper(name)",
+    "--where",
+    "name <> upper(name)",
+]
 
 
 @pytest.fixture
-def products():
-    """Products with lower-case names, and a trigger recording each update of a name."""
-    Product.objects.bulk_create(
-        [Product(sku=f"B-{i:04d}", name=f"thing {i}", price="1.00", stock=1) for i in range(1, 201)]
+def parents():
+    """Parents with lower-case names, and a trigger recording each update of a name."""
+    Parent.objects.bulk_create(
+        [Parent(sku=f"B-{i:04d}", name=f"thing {i}", stock=1) for i in range(1, 201)]
     )
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE backfill_audit (product_id bigint NOT NULL)")
+        cursor.execute("CREATE TABLE backfill_audit (parent_id bigint NOT NULL)")
         cursor.execute(
             """
             CREATE FUNCTION backfill_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -38,23 +45,23 @@ def products():
             """
         )
         cursor.execute(
-            "CREATE TRIGGER backfill_audit AFTER UPDATE OF name ON orders_product FOR EACH ROW EXECUTE FUNCTION backfill_audit_row()"
+            "CREATE TRIGGER backfill_audit AFTER UPDATE OF name ON dbops_testapp_parent FOR EACH ROW EXECUTE FUNCTION backfill_audit_row()"
         )
     yield
     with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER IF EXISTS backfill_audit ON orders_product")
+        cursor.execute("DROP TRIGGER IF EXISTS backfill_audit ON dbops_testapp_parent")
         cursor.execute("DROP FUNCTION IF EXISTS backfill_audit_row()")
         cursor.execute("DROP TABLE IF EXISTS backfill_audit")
 
 
 def updates_per_row() -> dict[int, int]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT product_id, count(*) FROM backfill_audit GROUP BY product_id")
+        cursor.execute("SELECT parent_id, count(*) FROM backfill_audit GROUP BY parent_id")
         return dict(cursor.fetchall())
 
 
 def names_left() -> int:
-    return Product.objects.exclude(name__regex=r"^[^a-z]*$").count()
+    return Parent.objects.exclude(name__regex=r"^[^a-z]*$").count()
 
 
 def run(*args, **kwargs):
@@ -63,7 +70,7 @@ def run(*args, **kwargs):
     return out.getvalue()
 
 
-def test_fills_every_row_once_in_batches(products):
+def test_fills_every_row_once_in_batches(parents):
     output = run(*FILL, "--batch-size", "17")
     assert names_left() == 0
     counts = updates_per_row()
@@ -72,87 +79,101 @@ def test_fills_every_row_once_in_batches(products):
     assert (run_.status, run_.rows_done, run_.target) == (
         BackfillStatus.DONE,
         200,
-        "orders.Product.name",
+        "dbops_testapp.Parent.name",
     )
     assert run_.batches >= 2
-    assert "Done: orders.Product.name: 200 rows" in output
+    assert "Done: dbops_testapp.Parent.name: 200 rows" in output
 
 
-def test_plain_progress_lines_when_not_on_a_terminal(products):
+def test_plain_progress_lines_when_not_on_a_terminal(parents):
     output = run(*FILL, "--batch-size", "10", "--target-batch-ms", "1000000")
-    assert "orders.Product.name: " in output and "rows/s, ETA" in output
+    assert "dbops_testapp.Parent.name: " in output and "rows/s, ETA" in output
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(products):
+def test_dry_run_prints_the_plan_and_writes_nothing(parents):
     output = run(*FILL, "--dry-run")
-    assert 'UPDATE "orders_product" SET "name" = (upper(name))' in output
+    assert 'UPDATE "dbops_testapp_parent" SET "name" = (upper(name))' in output
     assert "Rows to fill now: 200" in output
     assert names_left() == 200 and updates_per_row() == {}
     assert BackfillRun.objects.count() == 0
 
 
-def test_value_and_from_field_sources(products):
-    run("orders.Product", "name", "--value", "Renamed", "--where", "id % 2 = 0")
-    assert Product.objects.filter(name="Renamed").count() == 100
-    run("orders.Product", "name", "--from-field", "sku", "--where", "name = 'Renamed'")
-    assert Product.objects.filter(name__startswith="B-").count() == 100
+def test_value_and_from_field_sources(parents):
+    run("dbops_testapp.Parent", "name", "--value", "Renamed", "--where", "id % 2 = 0")
+    assert Parent.objects.filter(name="Renamed").count() == 100
+    run("dbops_testapp.Parent", "name", "--from-field", "sku", "--where", "name = 'Renamed'")
+    assert Parent.objects.filter(name__startswith="B-").count() == 100
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["nope.Product", "name", "--value", "x"], "Unknown model 'nope.Product'"),
-        (["orders.Nope", "name", "--value", "x"], "Unknown model 'orders.Nope'"),
-        (["Product", "name", "--value", "x"], "give it as app_label.Model"),
-        (["orders.Product", "colour", "--value", "x"], "has no field 'colour'"),
-        (["orders.Product", "id", "--value", "1"], "is the primary key"),
-        (["orders.Product", "order_items", "--value", "1"], "not a column"),
-        (["orders.Product", "name"], "Give exactly one of --value, --from-field or --expression."),
+        (["nope.Parent", "name", "--value", "x"], "Unknown model 'nope.Parent'"),
+        (["dbops_testapp.Nope", "name", "--value", "x"], "Unknown model 'dbops_testapp.Nope'"),
+        (["Parent", "name", "--value", "x"], "give it as app_label.Model"),
+        (["dbops_testapp.Parent", "colour", "--value", "x"], "has no field 'colour'"),
+        (["dbops_testapp.Parent", "id", "--value", "1"], "is the primary key"),
+        (["dbops_testapp.Parent", "children", "--value", "1"], "not a column"),
         (
-            ["orders.Product", "name", "--value", "x", "--expression", "'y'"],
+            ["dbops_testapp.Parent", "name"],
+            "Give exactly one of --value, --from-field or --expression.",
+        ),
+        (
+            ["dbops_testapp.Parent", "name", "--value", "x", "--expression", "'y'"],
             "got value, expression",
         ),
         (
-            ["orders.Product", "name", "--expression", "lower(no_such_column)"],
+            ["dbops_testapp.Parent", "name", "--expression", "lower(no_such_column)"],
             "PostgreSQL rejects this backfill",
         ),
         (
-            ["orders.Product", "name", "--expression", "lower(name", "--where", "true"],
+            ["dbops_testapp.Parent", "name", "--expression", "lower(name", "--where", "true"],
             "PostgreSQL rejects this backfill",
         ),
         (
-            ["orders.Product", "name", "--value", "x", "--where", "stock >>> 1"],
+            ["dbops_testapp.Parent", "name", "--value", "x", "--where", "stock >>> 1"],
             "PostgreSQL rejects this backfill",
         ),
         (
-            ["orders.Product", "name", "--expression", "'a'; DROP TABLE orders_product"],
+            [
+                "dbops_testapp.Parent",
+                "name",
+                "--expression",
+                "'a'; DROP TABLE dbops_testapp_parent",
+            ],
             "PostgreSQL rejects this backfill",
         ),
-        (["orders.Product", "stock", "--value", "many"], "does not fit orders.Product.stock"),
-        (["orders.Product", "name", "--value", "x" * 201], "does not fit orders.Product.name"),
-        (["orders.Product", "name", "--from-field", "nope"], "no field 'nope' to copy from"),
         (
-            ["orders.Product", "name", "--value", "x", "--batch-size", "0"],
+            ["dbops_testapp.Parent", "stock", "--value", "many"],
+            "does not fit dbops_testapp.Parent.stock",
+        ),
+        (
+            ["dbops_testapp.Parent", "name", "--value", "x" * 201],
+            "does not fit dbops_testapp.Parent.name",
+        ),
+        (["dbops_testapp.Parent", "name", "--from-field", "nope"], "no field 'nope' to copy from"),
+        (
+            ["dbops_testapp.Parent", "name", "--value", "x", "--batch-size", "0"],
             "--batch-size must be at least 1",
         ),
         (
-            ["orders.Product", "name", "--value", "x", "--database", "elsewhere"],
+            ["dbops_testapp.Parent", "name", "--value", "x", "--database", "elsewhere"],
             "Unknown database alias",
         ),
     ],
 )
-def test_bad_input_is_a_command_error_before_anything_is_written(products, args, message):
+def test_bad_input_is_a_command_error_before_anything_is_written(parents, args, message):
     with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run(*args)
     assert names_left() == 200 and updates_per_row() == {}
     assert BackfillRun.objects.count() == 0
-    assert Product.objects.count() == 200
+    assert Parent.objects.count() == 200
 
 
 # SQL that closes the batch statement's parentheses and CTE, so that each part around the DELETE is
 # a valid statement of its own: only a one-statement cursor stops it, not a syntax error.
 SECOND_STATEMENT = (
-    "SELECT 1; DELETE FROM orders_product; WITH next_keys AS (SELECT 1 AS id), filled AS"
+    "SELECT 1; DELETE FROM dbops_testapp_parent; WITH next_keys AS (SELECT 1 AS id), filled AS"
 )
 
 
@@ -163,19 +184,19 @@ SECOND_STATEMENT = (
             "--expression",
             "upper(name)",
             "--where",
-            f"true) RETURNING 1) {SECOND_STATEMENT} (UPDATE orders_product SET name = name WHERE (false",  # noqa: S608 (the attack under test)
+            f"true) RETURNING 1) {SECOND_STATEMENT} (UPDATE dbops_testapp_parent SET name = name WHERE (false",  # noqa: S608 (the attack under test)
         ],
         [
             "--expression",
-            f"name) WHERE false RETURNING 1) {SECOND_STATEMENT} (UPDATE orders_product SET name = (name",  # noqa: S608 (the attack under test)
+            f"name) WHERE false RETURNING 1) {SECOND_STATEMENT} (UPDATE dbops_testapp_parent SET name = (name",  # noqa: S608 (the attack under test)
         ],
     ],
     ids=["where", "expression"],
 )
-def test_sql_that_smuggles_in_a_second_statement_is_refused_and_runs_nothing(products, args):
+def test_sql_that_smuggles_in_a_second_statement_is_refused_and_runs_nothing(parents, args):
     with pytest.raises(CommandError, match="PostgreSQL rejects this backfill"):
-        run("orders.Product", "name", *args)
-    assert Product.objects.count() == 200
+        run("dbops_testapp.Parent", "name", *args)
+    assert Parent.objects.count() == 200
     assert names_left() == 200 and updates_per_row() == {}
 
 
@@ -208,7 +229,7 @@ def slow_run_under_way(terminal: int | None = None) -> subprocess.Popen:
     return process
 
 
-def test_resume_after_sigkill_fills_every_row_exactly_once(products):
+def test_resume_after_sigkill_fills_every_row_exactly_once(parents):
     process = slow_run_under_way()
     os.kill(process.pid, signal.SIGKILL)
     process.wait(10)
@@ -235,7 +256,7 @@ def test_resume_after_sigkill_fills_every_row_exactly_once(products):
     assert "Done" in output
 
 
-def test_ctrl_c_says_how_to_resume_without_a_traceback_and_resume_finishes(products):
+def test_ctrl_c_says_how_to_resume_without_a_traceback_and_resume_finishes(parents):
     process = slow_run_under_way()
     process.send_signal(signal.SIGINT)
     stderr = process.communicate(timeout=10)[1].decode()
@@ -250,7 +271,7 @@ def test_ctrl_c_says_how_to_resume_without_a_traceback_and_resume_finishes(produ
     assert set(updates_per_row().values()) == {1}, "a row was updated twice"
 
 
-def test_ctrl_c_on_a_terminal_says_interrupted_on_a_line_of_its_own(products):
+def test_ctrl_c_on_a_terminal_says_interrupted_on_a_line_of_its_own(parents):
     """On a terminal the progress bar rewrites one line with no newline; the message used to be
     printed on the end of it."""
     import pty
@@ -277,14 +298,14 @@ def test_ctrl_c_on_a_terminal_says_interrupted_on_a_line_of_its_own(products):
     assert line.startswith("CommandError: Interrupted."), repr(line)
 
 
-def test_statement_timeout_retries_then_splits_the_batch(products):
+def test_statement_timeout_retries_then_splits_the_batch(parents):
     slow = [
-        "orders.Product",
+        "dbops_testapp.Parent",
         "name",
         "--expression",
         "(SELECT upper(name) FROM pg_sleep(0.01 + 0 * length(name)))",
         "--where",
-        "name <> upper(name) AND id <= (SELECT min(id) + 39 FROM orders_product)",
+        "name <> upper(name) AND id <= (SELECT min(id) + 39 FROM dbops_testapp_parent)",
     ]
     run(*slow, "--batch-size", "40", "--statement-timeout-ms", "150", "--target-batch-ms", "50")
     result = BackfillRun.objects.get()
@@ -294,10 +315,10 @@ def test_statement_timeout_retries_then_splits_the_batch(products):
     assert len(counts) == 40 and set(counts.values()) == {1}
 
 
-def test_a_run_that_cannot_go_on_fails_keeping_its_checkpoint(products):
-    first_id = Product.objects.order_by("pk").first().pk
+def test_a_run_that_cannot_go_on_fails_keeping_its_checkpoint(parents):
+    first_id = Parent.objects.order_by("pk").first().pk
     failing = [
-        "orders.Product",
+        "dbops_testapp.Parent",
         "name",
         "--expression",
         f"CASE WHEN id < {first_id + 50} THEN upper(name) END",
@@ -315,7 +336,7 @@ def test_a_run_that_cannot_go_on_fails_keeping_its_checkpoint(products):
 
 
 # Not idempotent, on every row: a row filled twice ends in "!!".
-APPEND = ["orders.Product", "name", "--expression", "name || '!'", "--where", "true"]
+APPEND = ["dbops_testapp.Parent", "name", "--expression", "name || '!'", "--where", "true"]
 
 
 def filled_once() -> bool:
@@ -323,12 +344,12 @@ def filled_once() -> bool:
     return (
         len(counts) == 200
         and set(counts.values()) == {1}
-        and Product.objects.filter(name__endswith="!").count() == 200
-        and not Product.objects.filter(name__endswith="!!").exists()
+        and Parent.objects.filter(name__endswith="!").count() == 200
+        and not Parent.objects.filter(name__endswith="!!").exists()
     )
 
 
-def test_a_kill_between_a_batch_and_its_checkpoint_loses_both(products):
+def test_a_kill_between_a_batch_and_its_checkpoint_loses_both(parents):
     """The checkpoint commits in the batch's transaction: killed just before it, the batch's rows
     roll back with it, and the run (which reconnects and goes on from its last checkpoint) fills
     them once. Were the checkpoint written after the batch committed, they would be filled twice."""
@@ -340,9 +361,9 @@ def test_a_kill_between_a_batch_and_its_checkpoint_loses_both(products):
 
 
 @pytest.fixture
-def row_refusing_updates(products):
+def row_refusing_updates(parents):
     """A trigger refusing any update of one row (the 121st): a run stops right before it."""
-    stop = Product.objects.order_by("pk")[120].pk
+    stop = Parent.objects.order_by("pk")[120].pk
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -356,13 +377,13 @@ def row_refusing_updates(products):
             """
         )
         cursor.execute(
-            "CREATE TRIGGER refuse_row BEFORE UPDATE ON orders_product"
+            "CREATE TRIGGER refuse_row BEFORE UPDATE ON dbops_testapp_parent"
             " FOR EACH ROW EXECUTE FUNCTION refuse_row()"
         )
 
     def lift():
         with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER IF EXISTS refuse_row ON orders_product")
+            cursor.execute("DROP TRIGGER IF EXISTS refuse_row ON dbops_testapp_parent")
             cursor.execute("DROP FUNCTION IF EXISTS refuse_row()")
 
     yield stop, lift
@@ -381,7 +402,7 @@ def test_a_run_resumes_after_its_checkpoint_not_from_the_start(row_refusing_upda
     assert BackfillRun.objects.get().rows_done == 200
 
 
-def test_batches_grow_toward_the_target_duration(products):
+def test_batches_grow_toward_the_target_duration(parents):
     run(*FILL, "--batch-size", "5", "--target-batch-ms", "1000000")
     result = BackfillRun.objects.get()
     # 5, 10, 20, 40, 80, then 160 takes the last 45 rows; a fixed size would take 40 batches.
@@ -389,8 +410,8 @@ def test_batches_grow_toward_the_target_duration(products):
     assert names_left() == 0
 
 
-def test_batches_shrink_when_they_take_longer_than_the_target(products):
-    slow = ["orders.Product", "name", "--where", "name <> upper(name)", "--expression"]
+def test_batches_shrink_when_they_take_longer_than_the_target(parents):
+    slow = ["dbops_testapp.Parent", "name", "--where", "name <> upper(name)", "--expression"]
     slow.append("(SELECT upper(name) FROM pg_sleep(0.002 + 0 * length(name)))")
     run(*slow, "--batch-size", "64", "--target-batch-ms", "20")
     result = BackfillRun.objects.get()
@@ -399,11 +420,11 @@ def test_batches_shrink_when_they_take_longer_than_the_target(products):
     assert names_left() == 0
 
 
-def test_different_options_for_an_unfinished_run_are_refused_and_restart_starts_over(products):
-    first_id = Product.objects.order_by("pk").first().pk
+def test_different_options_for_an_unfinished_run_are_refused_and_restart_starts_over(parents):
+    first_id = Parent.objects.order_by("pk").first().pk
     with pytest.raises(CommandError):
         run(
-            "orders.Product",
+            "dbops_testapp.Parent",
             "name",
             "--expression",
             f"CASE WHEN id < {first_id + 10} THEN upper(name) END",
@@ -422,7 +443,7 @@ def test_different_options_for_an_unfinished_run_are_refused_and_restart_starts_
 def held_run(owner: str, *, lapsed: bool = False) -> BackfillRun:
     """An unfinished run of FILL's target whose lease ``owner`` holds (or held, ``lapsed``)."""
     run = BackfillRun.objects.create(
-        target="orders.Product.name",
+        target="dbops_testapp.Parent.name",
         options={"expression": "upper(name)", "where": "name <> upper(name)"},
         lease_owner=owner,
     )
@@ -436,14 +457,16 @@ def held_run(owner: str, *, lapsed: bool = False) -> BackfillRun:
     return run
 
 
-def test_a_second_run_of_the_same_target_at_once_is_refused(products):
+def test_a_second_run_of_the_same_target_at_once_is_refused(parents):
     held_run("worker-7.example:4242:abc")  # another machine's live lease
-    with pytest.raises(CommandError, match="Another backfill of orders.Product.name is running"):
+    with pytest.raises(
+        CommandError, match="Another backfill of dbops_testapp.Parent.name is running"
+    ):
         run(*FILL)
     assert names_left() == 200
 
 
-def test_a_lapsed_lease_is_taken_over(products):
+def test_a_lapsed_lease_is_taken_over(parents):
     held = held_run("worker-7.example:4242:abc", lapsed=True)
     run(*FILL)
     held.refresh_from_db()
@@ -451,7 +474,7 @@ def test_a_lapsed_lease_is_taken_over(products):
     assert names_left() == 0
 
 
-def test_a_run_that_lost_its_lease_writes_no_more_batches(products):
+def test_a_run_that_lost_its_lease_writes_no_more_batches(parents):
     stolen = []
 
     def steal_the_lease(execute, sql, params, many, context):
@@ -467,7 +490,7 @@ def test_a_run_that_lost_its_lease_writes_no_more_batches(products):
     assert names_left() == 200  # the batch that found its lease gone rolled back
 
 
-def test_a_run_leaves_no_session_state_behind(products):
+def test_a_run_leaves_no_session_state_behind(parents):
     run(*FILL)
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
@@ -509,14 +532,14 @@ def test_a_batch_reads_its_rows_by_primary_key_even_when_the_filter_matches_the_
     # the whole table for every batch (seen on 2,000,000 rows: 0.6 s a batch).
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO orders_product (id, sku, name, price, stock, version)"
-            " SELECT 1000000 + i, 'S-' || i, 'thing ' || i, 1, 1, 1"
+            "INSERT INTO dbops_testapp_parent (id, sku, name, region, stock, balance, version, note)"
+            " SELECT 1000000 + i, 'S-' || i, 'thing ' || i, 'north', 1, 1, 1, ''"
             " FROM generate_series(1, 50000) AS i ORDER BY random()"
         )
-        cursor.execute("ANALYZE orders_product")
+        cursor.execute("ANALYZE dbops_testapp_parent")
     plan = plan_build(
         BackfillOptions(
-            "orders.Product", "name", Expression("upper(name)"), where="name <> upper(name)"
+            "dbops_testapp.Parent", "name", Expression("upper(name)"), where="name <> upper(name)"
         )
     )
     # Whatever the planner's costs: random reads made dear, a range estimated at a third of the
@@ -526,4 +549,4 @@ def test_a_batch_reads_its_rows_by_primary_key_even_when_the_filter_matches_the_
         cursor.execute(f"EXPLAIN (FORMAT JSON) {plan.update_sql()}", {"after_0": "0", "limit": 100})
         explained = json.dumps(cursor.fetchone()[0])
     assert '"Seq Scan"' not in explained, explained
-    assert explained.count('"Index Name": "orders_product_pkey"') == 2  # the keys, the update
+    assert explained.count('"Index Name": "dbops_testapp_parent_pkey"') == 2  # the keys, the update

@@ -22,8 +22,8 @@ from zeal import zeal_context
 
 from dbops.backfill import BackfillControlError, run_cancel, run_pause, run_resume
 from dbops.models import BackfillEvent, BackfillRun, BackfillStatus
+from tests.dbops_testapp.factories import person_create
 from tests.dbops_testapp.models import Item
-from tests.factories import user_create
 from tests.helpers import ROOT, run_command, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,7 +197,7 @@ def staff(*, may_control: bool) -> Client:
     """A staff member who may view runs (and steer them), logged in: a unit of work of its own."""
     client = Client(enforce_csrf_checks=True)
     with zeal_context():
-        user = user_create(is_staff=True)
+        user = person_create(is_staff=True)
         user.user_permissions.add(Permission.objects.get(codename="view_backfillrun"))
         if may_control:
             user.user_permissions.add(Permission.objects.get(codename="control_backfillrun"))

@@ -14,28 +14,26 @@ from django.db import connection
 from dbops.backfill import BackfillOptions, Expression, plan_build
 from dbops.backfill.throttle import threshold_ms
 from dbops.models import BackfillRun, BackfillStatus
-from orders.models import Product
+from tests.dbops_testapp.models import Parent
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
 
 
 @pytest.fixture
-def products(replica):
-    Product.objects.bulk_create(
-        [Product(sku=f"R-{i:04d}", name=f"thing {i}", price="1.00", stock=1) for i in range(200)]
-    )
+def parents(replica):
+    Parent.objects.bulk_create([Parent(sku=f"R-{i:04d}", name=f"thing {i}") for i in range(200)])
     replica.catch_up()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_default_threshold_is_the_routers_ceiling(settings):
     settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 1234}
-    options = BackfillOptions("orders.Product", "name", Expression("upper(name)"))
+    options = BackfillOptions("dbops_testapp.Parent", "name", Expression("upper(name)"))
     assert options.target_batch_ms == 50
     assert threshold_ms(plan_build(options)) == 1234
 
 
-def test_a_backfill_pauses_while_the_replica_lags_and_goes_on_when_it_catches_up(products, replica):
+def test_a_backfill_pauses_while_the_replica_lags_and_goes_on_when_it_catches_up(parents, replica):
     replica.pause()
     out = StringIO()
     failure = []
@@ -44,7 +42,7 @@ def test_a_backfill_pauses_while_the_replica_lags_and_goes_on_when_it_catches_up
         try:
             call_command(
                 "backfill_column",
-                "orders.Product",
+                "dbops_testapp.Parent",
                 "name",
                 "--expression",
                 "upper(name)",

@@ -1,6 +1,6 @@
 """Connections that break under a request, on real servers: a dead server connection handed over
 by a real PgBouncer (Debian's pgbouncer, with PgBouncer's own server_check_delay), and a backend
-killed while the session is saved after a transfer has committed."""
+killed while the session is saved after a write has committed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -19,11 +18,11 @@ from django.test import Client
 from django.urls import include, path
 from zeal import zeal_context
 
-from accounts.models import Account, Transfer
-from accounts.views import transfer_create_view
 from dbops.rerun import idempotent
 from tests.conftest import pgbouncer_required
-from tests.factories import account_create, user_create
+from tests.dbops_testapp.factories import parent_create, person_create
+from tests.dbops_testapp.models import Child, Parent
+from tests.dbops_testapp.views import parent_take
 from tests.helpers import database_url, default_through_pgbouncer, raw_connection, server_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,74 +105,66 @@ def dead_when_handed_over(pooled, *, in_transaction: bool):
 
 @pytest.fixture
 def alice():
-    user = user_create("alice")
-    source = account_create(owner=user, name="Spending", balance="100.00")
-    target = account_create(owner=user, name="Savings", balance="0.00")
-    return user, source, target
+    user = person_create("alice")
+    return user, parent_create(owner=user, name="Spending", stock=100)
 
 
-def transfer_form(source, target, key="fault-key-1"):
-    return {
-        "source": source.pk,
-        "target": target.pk,
-        "amount": "10.00",
-        "memo": "",
-        "idempotency_key": key,
-    }
+TAKE = {"quantity": "10", "key": "fault-key-1"}
 
 
 @idempotent
-@functools.wraps(transfer_create_view)
-def keyed_transfer(request):
-    """The transfer page as a project would mark it once its only effect is the keyed service:
-    safe to run twice (the real view is left unmarked). Each run is its own unit of work for the
-    N+1 detector: the second run's form lookups are not a loop."""
+@functools.wraps(parent_take)
+def keyed_take(request, pk: int):
+    """The take page as a project would mark it once its only effect is the keyed write: safe to
+    run twice (the test app's view is left unmarked). Each run is its own unit of work for the
+    N+1 detector: the second run's lookups are not a loop."""
     with zeal_context():
-        return transfer_create_view(request)
+        return parent_take(request, pk)
 
 
-urlpatterns = [path("keyed-transfer/", keyed_transfer), path("", include("config.urls"))]
+urlpatterns = [
+    path("keyed-take/<int:pk>/", keyed_take),
+    path("", include("tests.dbops_testapp.urls")),
+]
 
 
-def balances(*accounts) -> list[Decimal]:
-    return [Account.objects.get(pk=a.pk).balance for a in accounts]
+def stock(parent) -> int:
+    return Parent.objects.get(pk=parent.pk).stock
 
 
 def test_a_dead_server_connection_at_begin_is_a_503_that_says_nothing_was_saved(pooled, alice):
     """psycopg's "received 2 results from command 'BEGIN'" (an InternalError, no SQLSTATE) was a
     500; it is a lost connection. A POST is not run again on its own: 503, nothing written."""
-    user, source, target = alice
+    user, parent = alice
     client = logged_in(user)
     dies = dead_when_handed_over(pooled, in_transaction=True)
     with connection.execute_wrapper(dies):
-        response = client.post("/accounts/transfers/new/", transfer_form(source, target))
+        response = client.post(f"/parents/{parent.pk}/take/", TAKE)
     assert dies.fired
     assert response.status_code == 503 and b"nothing was saved" in response.content
-    assert Transfer.objects.count() == 0
-    assert balances(source, target) == [Decimal("100.00"), Decimal("0.00")]
+    assert Child.objects.count() == 0 and stock(parent) == 100
 
 
 @pytest.mark.urls(__name__)
 def test_a_dead_server_connection_at_begin_runs_an_idempotent_view_again_on_a_fresh_one(
     pooled, alice
 ):
-    user, source, target = alice
+    user, parent = alice
     client = logged_in(user)
     dies = dead_when_handed_over(pooled, in_transaction=True)
     with connection.execute_wrapper(dies):
-        response = client.post("/keyed-transfer/", transfer_form(source, target))
+        response = client.post(f"/keyed-take/{parent.pk}/", TAKE)
     assert dies.fired
     assert response.status_code == 302, response.content[:300]
-    assert Transfer.objects.count() == 1
-    assert balances(source, target) == [Decimal("90.00"), Decimal("10.00")]
+    assert Child.objects.count() == 1 and stock(parent) == 90
 
 
 def test_a_page_whose_server_connection_died_is_served_on_a_fresh_one(pooled, alice):
-    user, _, _ = alice
+    user, _ = alice
     client = logged_in(user)
     dies = dead_when_handed_over(pooled, in_transaction=False)
     with connection.execute_wrapper(dies):
-        response = client.get("/accounts/")
+        response = client.get("/parents/")
     assert dies.fired
     assert response.status_code == 200 and b"Spending" in response.content
 
@@ -196,35 +187,34 @@ def killed_at_session_save(times: int):
 
 @pytest.fixture
 def writer(alice, replica):
-    """With the replica configured, a transfer puts its WAL position in the session: the session
-    is saved after the view has answered."""
-    user, source, target = alice
+    """With the replica configured, a write puts its WAL position in the session: the session is
+    saved after the view has answered."""
+    user, parent = alice
     replica.catch_up()
-    return logged_in(user), source, target
+    return logged_in(user), parent
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "replica"])
-def test_a_session_save_killed_after_a_transfer_is_saved_again_and_the_redirect_kept(writer):
-    client, source, target = writer
+def test_a_session_save_killed_after_a_write_is_saved_again_and_the_redirect_kept(writer):
+    client, parent = writer
     killed = killed_at_session_save(times=1)
     with connection.execute_wrapper(killed):
-        response = client.post("/accounts/transfers/new/", transfer_form(source, target))
+        response = client.post(f"/parents/{parent.pk}/take/", TAKE)
     assert len(killed.kills) == 1
-    assert response.status_code == 302 and response["Location"] == "/accounts/transfers/"
-    assert Transfer.objects.count() == 1
-    assert balances(source, target) == [Decimal("90.00"), Decimal("10.00")]
+    assert response.status_code == 302 and response["Location"] == "/parents/"
+    assert Child.objects.count() == 1 and stock(parent) == 90
     assert "_dbops_wal_lsn" in client.session  # the session's save went through
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "replica"])
-def test_a_session_save_that_keeps_failing_after_a_transfer_never_says_nothing_was_done(writer):
-    client, source, target = writer
+def test_a_session_save_that_keeps_failing_after_a_write_never_says_nothing_was_done(writer):
+    client, parent = writer
     killed = killed_at_session_save(times=2)
     with connection.execute_wrapper(killed):
-        response = client.post("/accounts/transfers/new/", transfer_form(source, target))
+        response = client.post(f"/parents/{parent.pk}/take/", TAKE)
     assert len(killed.kills) == 2
-    assert Transfer.objects.count() == 1  # committed before the session's save
+    assert Child.objects.count() == 1  # committed before the session's save
     assert response.status_code == 503
     page = response.content.decode()
     assert "may have been carried out" in page and "nothing" not in page.lower()
-    assert '<a href="/accounts/transfers/">Check here</a>' in page
+    assert '<a href="/parents/">Check here</a>' in page

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection
 from django.db.migrations.recorder import MigrationRecorder
 
-from tests.factories import customer_create
+from tests.dbops_testapp.factories import parent_create
 from tests.helpers import (
     HEALTH_HEADERS,
     HEALTH_TOKEN,
@@ -45,21 +45,21 @@ def test_a_healthy_database_exits_zero():
 
 def test_invalid_index_is_reported_here_and_in_health(client, settings):
     settings.DBOPS = {**settings.DBOPS, "HEALTH_TOKEN": HEALTH_TOKEN}
-    customer_create(region="south")
-    customer_create(region="south")
+    parent_create(region="south")
+    parent_create(region="south")
     with connection.cursor() as cursor, pytest.raises(IntegrityError):
         cursor.execute(
-            "CREATE UNIQUE INDEX CONCURRENTLY doctor_bad_idx ON orders_customer (region)"
+            "CREATE UNIQUE INDEX CONCURRENTLY doctor_bad_idx ON dbops_testapp_parent (region)"
         )
     try:
         code, found = findings()
         assert code == 1
         assert not found["invalid indexes"]["ok"]
         assert found["invalid indexes"]["details"] == [
-            {"index": "doctor_bad_idx", "table": "orders_customer"}
+            {"index": "doctor_bad_idx", "table": "dbops_testapp_parent"}
         ]
         assert client.get("/health/ready", headers=HEALTH_HEADERS).json()["invalid_indexes"] == [
-            {"index": "doctor_bad_idx", "table": "orders_customer"}
+            {"index": "doctor_bad_idx", "table": "dbops_testapp_parent"}
         ]
     finally:
         with connection.cursor() as cursor:
@@ -70,20 +70,20 @@ def test_not_valid_constraint_is_reported_here_and_in_health(client, settings):
     settings.DBOPS = {**settings.DBOPS, "HEALTH_TOKEN": HEALTH_TOKEN}
     with connection.cursor() as cursor:
         cursor.execute(
-            "ALTER TABLE orders_product ADD CONSTRAINT doctor_check CHECK (stock < 1000000000) NOT VALID"
+            "ALTER TABLE dbops_testapp_parent ADD CONSTRAINT doctor_check CHECK (stock < 1000000000) NOT VALID"
         )
     try:
         code, found = findings()
         assert code == 1
         assert found["NOT VALID constraints"]["details"] == [
-            {"constraint": "doctor_check", "table": "orders_product"}
+            {"constraint": "doctor_check", "table": "dbops_testapp_parent"}
         ]
         assert client.get("/health/ready", headers=HEALTH_HEADERS).json()[
             "not_valid_constraints"
-        ] == [{"constraint": "doctor_check", "table": "orders_product"}]
+        ] == [{"constraint": "doctor_check", "table": "dbops_testapp_parent"}]
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("ALTER TABLE orders_product DROP CONSTRAINT doctor_check")
+            cursor.execute("ALTER TABLE dbops_testapp_parent DROP CONSTRAINT doctor_check")
 
 
 def test_long_and_idle_in_transaction_sessions_are_reported():
@@ -103,9 +103,11 @@ def test_long_and_idle_in_transaction_sessions_are_reported():
 
 def test_blocked_and_blocking_sessions_are_reported():
     blocker = raw_connection(autocommit=False)
-    blocker.execute("LOCK TABLE orders_product IN ACCESS EXCLUSIVE MODE")
+    blocker.execute("LOCK TABLE dbops_testapp_parent IN ACCESS EXCLUSIVE MODE")
     waiter = raw_connection()
-    thread = threading.Thread(target=lambda: waiter.execute("SELECT count(*) FROM orders_product"))
+    thread = threading.Thread(
+        target=lambda: waiter.execute("SELECT count(*) FROM dbops_testapp_parent")
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 10
@@ -215,10 +217,12 @@ def test_sessions_younger_than_the_thresholds_are_not_reported():
 
 def test_a_session_waiting_for_a_lock_is_long_and_blocked_but_not_idle():
     blocker = raw_connection(autocommit=False)
-    blocker.execute("LOCK TABLE orders_product IN ACCESS EXCLUSIVE MODE")
+    blocker.execute("LOCK TABLE dbops_testapp_parent IN ACCESS EXCLUSIVE MODE")
     waiter = raw_connection(autocommit=False)
     blocker_pid, waiter_pid = blocker.info.backend_pid, waiter.info.backend_pid
-    thread = threading.Thread(target=lambda: waiter.execute("SELECT count(*) FROM orders_product"))
+    thread = threading.Thread(
+        target=lambda: waiter.execute("SELECT count(*) FROM dbops_testapp_parent")
+    )
     thread.start()
     try:
         assert backends_wait_for_locks([waiter_pid])
@@ -281,18 +285,18 @@ def test_an_unreachable_database_is_one_finding_that_needs_action(unreachable_da
 
 
 def test_a_migration_not_applied_yet_is_reported_with_its_name():
-    """The recorder forgets the newest accounts migration, as on a server one deploy behind."""
+    """The recorder forgets the test app's newest migration, as on a server one deploy behind."""
     recorder = MigrationRecorder(connection)
-    newest = max(name for app, name in recorder.applied_migrations() if app == "accounts")
-    recorder.record_unapplied("accounts", newest)
+    newest = max(name for app, name in recorder.applied_migrations() if app == "dbops_testapp")
+    recorder.record_unapplied("dbops_testapp", newest)
     try:
         code, output = doctor()
         _, found = findings()
     finally:
-        recorder.record_applied("accounts", newest)
+        recorder.record_applied("dbops_testapp", newest)
     assert code == 1
     assert "FIX  migrations: 1 unapplied" in output
-    assert f"migration=accounts.{newest}" in output
+    assert f"migration=dbops_testapp.{newest}" in output
     assert "-> run manage.py migrate" in output
-    assert found["migrations"]["details"] == [{"migration": f"accounts.{newest}"}]
+    assert found["migrations"]["details"] == [{"migration": f"dbops_testapp.{newest}"}]
     assert doctor()[0] == 0

@@ -14,7 +14,7 @@ from dbops.errors import LOCK_NOT_AVAILABLE, sqlstate
 from dbops.models import BackfillRun
 from dbops.retry import retry_transaction
 from dbops.timeouts import lock_timeout
-from tests.factories import user_create
+from tests.dbops_testapp.factories import person_create
 from tests.helpers import ROOT, raw_connection, subprocess_env, wsgi_request
 
 TOKEN = "metrics-token-9c1e"
@@ -52,7 +52,7 @@ def test_strangers_get_401_with_the_challenge_and_non_staff_403(client, token):
     assert scrape(client, AUTHORIZATION="Bearer wrong").status_code == 401
     assert scrape(client, X_HEALTH_TOKEN="wrong").status_code == 401
     assert scrape(client, AUTHORIZATION=f"Basic {TOKEN}").status_code == 401
-    client.force_login(user_create())
+    client.force_login(person_create())
     assert scrape(client).status_code == 403
 
 
@@ -62,7 +62,7 @@ def test_strangers_get_401_with_the_challenge_and_non_staff_403(client, token):
 )
 def test_staff_and_token_holders_get_prometheus_text(client, token, headers):
     if headers == "staff":
-        client.force_login(user_create(is_staff=True))
+        client.force_login(person_create(is_staff=True))
         headers = {}
     response = scrape(client, **headers)
     assert response.status_code == 200
@@ -148,7 +148,7 @@ def test_retries_and_lock_timeouts_are_counted_by_sqlstate(client, token):
 def test_health_checks_and_backfill_runs_are_series(client, token):
     client.get("/health/ready")
     run = BackfillRun.objects.create(
-        target="orders.Customer.email_normalized",
+        target="dbops_testapp.Item.name_upper",
         options={},
         rows_done=1500,
         keys_scanned=1500,

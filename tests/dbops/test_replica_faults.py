@@ -16,13 +16,12 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from zeal import zeal_context
 
-from accounts.models import Account
 from dbops import routing
 from dbops.conf import dbops_settings
 from dbops.rerun import idempotent, not_idempotent
 from devdb import embedded
-from orders.models import Order, Product
-from tests.factories import account_create, customer_create, product_create, user_create
+from tests.dbops_testapp.factories import parent_create, person_create
+from tests.dbops_testapp.models import Child, Parent
 from tests.helpers import killed_before, wsgi_request
 from tests.replica import Replica
 
@@ -56,10 +55,10 @@ def logged_in(user) -> Client:
 
 @pytest.fixture
 def alice(replica):
-    user = user_create("alice")
-    account = account_create(owner=user, name="Old-name-x1", balance="100.00")
+    user = person_create("alice")
+    parent = parent_create(owner=user, name="Old-name-x1")
     replica.catch_up()
-    return user, account
+    return user, parent
 
 
 @pytest.fixture
@@ -88,26 +87,26 @@ def test_a_standby_stopped_under_a_kept_connection_costs_no_error_page(
     cookie = {"Cookie": f"sessionid={logged_in(user).cookies['sessionid'].value}"}
     replica_settings = connections["replica"].settings_dict
     assert replica_settings["CONN_MAX_AGE"] > 0 and replica_settings["CONN_HEALTH_CHECKS"]
-    status, headers, body = wsgi_request("/accounts/", headers=cookie)
+    status, headers, body = wsgi_request("/parents/", headers=cookie)
     assert status == 200 and int(headers[REPLICA_COUNT]) > 0
     assert connections["replica"].connection is not None  # kept for the next request
 
     assert embedded.stop(replica_server.pgdata)  # pg_ctl stop -m fast, waits until it is down
 
-    status, headers, body = wsgi_request("/accounts/", headers=cookie)
+    status, headers, body = wsgi_request("/parents/", headers=cookie)
     assert status == 200, body[:300]
     assert b"Old-name-x1" in body and headers[REPLICA_COUNT] == "0"
     health = routing.monitor.health
     assert not health.ok and "unreachable" in health.reason and "retried in 1 s" in health.reason
     # Backed off: the next request does not even try the standby.
-    status, headers, _ = wsgi_request("/accounts/", headers=cookie)
+    status, headers, _ = wsgi_request("/parents/", headers=cookie)
     assert status == 200 and headers[REPLICA_COUNT] == "0"
 
 
 def test_a_write_whose_wal_position_cannot_be_read_keeps_its_writer_on_the_primary(
     alice, replica, monkeypatch
 ):
-    user, account = alice
+    user, parent = alice
     writer = logged_in(user)
     replica.pause()
     responses = []
@@ -115,26 +114,26 @@ def test_a_write_whose_wal_position_cannot_be_read_keeps_its_writer_on_the_prima
         "pg_current_wal_insert_lsn",
         lambda: responses.append(
             writer.post(
-                f"/accounts/{account.pk}/edit/", {"name": "Renamed", "version": account.version}
+                f"/parents/{parent.pk}/edit/", {"name": "Renamed", "version": parent.version}
             )
         ),
     )
     assert failure is None and responses[0].status_code == 302
-    assert Account.objects.get(pk=account.pk).name == "Renamed"
-    stale = replica.value("SELECT name FROM accounts_account WHERE id = %s", [account.pk])
+    assert Parent.objects.get(pk=parent.pk).name == "Renamed"
+    stale = replica.value("SELECT name FROM dbops_testapp_parent WHERE id = %s", [parent.pk])
     assert stale == "Old-name-x1"  # the standby really lacks the write
     assert dbops_settings.SESSION_LSN_KEY not in writer.session  # the position is unknown
 
-    page = writer.get("/accounts/")
+    page = writer.get("/parents/")
     assert b"Renamed" in page.content and page[REPLICA_COUNT] == "0"
 
     # Even caught up, the replica waits for the mark to expire: the ceiling (plus one look).
     replica.resume()
     replica.catch_up()
-    assert writer.get("/accounts/")[REPLICA_COUNT] == "0"
+    assert writer.get("/parents/")[REPLICA_COUNT] == "0"
     until = writer.session[dbops_settings.SESSION_PRIMARY_UNTIL_KEY]
     monkeypatch.setattr(routing, "wall_clock", lambda: until + 0.001)
-    page = writer.get("/accounts/")
+    page = writer.get("/parents/")
     assert b"Renamed" in page.content and int(page[REPLICA_COUNT]) > 0
     assert dbops_settings.SESSION_PRIMARY_UNTIL_KEY not in writer.session
 
@@ -144,8 +143,8 @@ def test_a_get_that_failed_on_the_replica_runs_again_with_a_warning_and_no_trace
 ):
     user, _ = alice
     client = logged_in(user)
-    with caplog.at_level(logging.WARNING), replica.killed_at("accounts_account") as killed:
-        response = client.get("/accounts/")
+    with caplog.at_level(logging.WARNING), replica.killed_at("dbops_testapp_parent") as killed:
+        response = client.get("/parents/")
     assert killed and response.status_code == 200 and b"Old-name-x1" in response.content
     warnings = [r for r in caplog.records if r.name == "dbops"]
     assert [r.levelname for r in warnings] == ["WARNING", "WARNING"]
@@ -156,26 +155,19 @@ def test_a_get_that_failed_on_the_replica_runs_again_with_a_warning_and_no_trace
 
 
 def test_a_post_that_failed_on_the_replica_is_a_503_that_says_nothing_was_saved(replica, caplog):
-    """The order form calls a payment gateway: a POST is never run twice on its own."""
-    user = user_create("carol")
-    customer_create(user=user)
-    product = product_create(stock=5)
+    """A POST is never run twice on its own (a view may call a payment gateway): the take reads
+    its parent on the replica first, and that read fails."""
+    user = person_create("carol")
+    parent = parent_create(owner=user, stock=5)
     replica.catch_up()
     client = logged_in(user)
-    form = {
-        "lines-TOTAL_FORMS": "1",
-        "lines-INITIAL_FORMS": "0",
-        "lines-0-product": str(product.pk),
-        "lines-0-quantity": "1",
-        "payment_methods": ["card"],
-        "idempotency_key": "replica-fault-1",
-    }
-    with caplog.at_level(logging.WARNING), replica.killed_at("orders_customer") as killed:
-        response = client.post("/orders/new/", form)
+    form = {"quantity": "1", "key": "replica-fault-1"}
+    with caplog.at_level(logging.WARNING), replica.killed_at("dbops_testapp_parent") as killed:
+        response = client.post(f"/parents/{parent.pk}/take/", form)
     assert killed
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert b"nothing was saved" in response.content
-    assert Order.objects.count() == 0 and Product.objects.get(pk=product.pk).stock == 5
+    assert Child.objects.count() == 0 and Parent.objects.get(pk=parent.pk).stock == 5
     assert any("not run again (not safe to repeat)" in r.getMessage() for r in caplog.records)
 
 
@@ -185,7 +177,7 @@ effects: list[str] = []
 
 def _effect_then_read(request, name: str) -> HttpResponse:
     effects.append(name)
-    return HttpResponse(f"{Product.objects.count()} products")
+    return HttpResponse(f"{Parent.objects.count()} parents")
 
 
 @not_idempotent
@@ -219,15 +211,15 @@ urlpatterns = [path("calls-out/", calls_out), path("keyed/", keyed), path("plain
 )
 def test_only_what_is_safe_to_repeat_runs_again(replica, method, url, runs, status):
     effects.clear()
-    product_create()
+    parent_create()
     replica.catch_up()
-    with replica.killed_at("orders_product") as killed:
+    with replica.killed_at("dbops_testapp_parent") as killed:
         response = getattr(Client(), method)(url)
     assert killed
     assert response.status_code == status
     assert len(effects) == runs
     if status == 200:
-        assert response.content == b"1 products"
+        assert response.content == b"1 parents"
     else:
         assert b"nothing was saved" in response.content
 
@@ -236,11 +228,11 @@ def test_an_async_page_that_failed_on_the_replica_runs_again_on_the_primary(repl
     from asgiref.sync import async_to_sync
     from django.test import AsyncClient
 
-    product = product_create()
+    parent = parent_create()
     replica.catch_up()
     client = AsyncClient()
-    client.cookies = logged_in(user_create()).cookies
-    with replica.killed_at("orders_product") as killed:
-        response = async_to_sync(client.get)(f"/orders/products/{product.pk}/")
+    client.cookies = logged_in(person_create()).cookies
+    with replica.killed_at("dbops_testapp_parent") as killed:
+        response = async_to_sync(client.get)(f"/parents/{parent.pk}/")
     assert killed and response.status_code == 200
-    assert product.name.encode() in response.content
+    assert parent.name.encode() in response.content

@@ -12,12 +12,11 @@ from django.db import connections, transaction
 from django.test import AsyncClient, Client
 from zeal import zeal_context
 
-from accounts.models import Account
 from dbops import routing
 from dbops.conf import dbops_settings
 from dbops.doctor import examine
-from orders.models import Product
-from tests.factories import account_create, product_create, user_create
+from tests.dbops_testapp.factories import parent_create, person_create
+from tests.dbops_testapp.models import Parent
 from tests.helpers import HEALTH_HEADERS, HEALTH_TOKEN
 
 REPLICA_COUNT = "X-DB-Replica-Query-Count"
@@ -54,15 +53,15 @@ def _health_token(settings):
 
 @pytest.fixture
 def alice(replica):
-    user = user_create("alice")
-    account = account_create(owner=user, name="Old-name-x1", balance="100.00")
+    user = person_create("alice")
+    parent = parent_create(owner=user, name="Old-name-x1")
     replica.catch_up()
-    return user, account
+    return user, parent
 
 
 def test_a_user_who_wrote_nothing_reads_from_the_replica(alice):
-    user, account = alice
-    response = logged_in(user).get("/accounts/")
+    user, parent = alice
+    response = logged_in(user).get("/parents/")
     assert response.status_code == 200
     assert b"Old-name-x1" in response.content
     # Every read but the session's went to the standby.
@@ -72,48 +71,48 @@ def test_a_user_who_wrote_nothing_reads_from_the_replica(alice):
 
 def test_reads_inside_a_transaction_and_outside_a_request_go_to_the_primary(alice):
     router = routing.ReplicaRouter()
-    assert router.db_for_read(Account) == "default"  # no request: a command, a shell
+    assert router.db_for_read(Parent) == "default"  # no request: a command, a shell
     state, token = routing.request_begin(None)
     try:
-        assert router.db_for_read(Account) == "replica"
+        assert router.db_for_read(Parent) == "replica"
         with transaction.atomic():
-            assert router.db_for_read(Account) == "default"
-        assert router.db_for_write(Account) == "default"
+            assert router.db_for_read(Parent) == "default"
+        assert router.db_for_write(Parent) == "default"
         # After a write, the rest of the request reads from the primary.
-        assert router.db_for_read(Account) == "default"
+        assert router.db_for_read(Parent) == "default"
     finally:
         routing.request_end(token)
 
 
 def test_migrations_run_on_the_primary_only(replica):
     router = routing.ReplicaRouter()
-    assert router.allow_migrate("default", "accounts") is True
-    assert router.allow_migrate("replica", "accounts") is False
+    assert router.allow_migrate("default", "dbops_testapp") is True
+    assert router.allow_migrate("replica", "dbops_testapp") is False
 
 
 def test_a_writer_reads_its_write_while_the_replica_has_not_replayed_it(alice, replica):
-    user, account = alice
-    writer, bystander = logged_in(user), logged_in(user_create("bob"))
+    user, parent = alice
+    writer, bystander = logged_in(user), logged_in(person_create("bob"))
     replica.pause()
     response = writer.post(
-        f"/accounts/{account.pk}/edit/", {"name": "Renamed", "version": account.version}
+        f"/parents/{parent.pk}/edit/", {"name": "Renamed", "version": parent.version}
     )
     assert response.status_code == 302
     # The standby really is behind: it still has the old name.
     assert (
-        replica.value("SELECT name FROM accounts_account WHERE id = %s", [account.pk])
+        replica.value("SELECT name FROM dbops_testapp_parent WHERE id = %s", [parent.pk])
         == "Old-name-x1"
     )
-    page = writer.get("/accounts/")
+    page = writer.get("/parents/")
     assert b"Renamed" in page.content and b"Old-name-x1" not in page.content
     # The one query on the replica asked how far it has replayed; every read came from the primary.
     assert page[REPLICA_COUNT] == "1"
     # Someone who wrote nothing keeps reading from the replica meanwhile.
-    assert int(bystander.get("/accounts/")[REPLICA_COUNT]) > 0
+    assert int(bystander.get("/parents/")[REPLICA_COUNT]) > 0
 
     replica.resume()
     replica.catch_up()
-    page = writer.get("/accounts/")
+    page = writer.get("/parents/")
     assert b"Renamed" in page.content
     assert int(page[REPLICA_COUNT]) > 0  # caught up: back on the replica
     assert dbops_settings.SESSION_LSN_KEY not in writer.session
@@ -139,7 +138,7 @@ def test_lag_past_the_ceiling_sends_every_read_to_the_primary(alice, replica, cl
     user, _ = alice
     client = logged_in(user)
     replica.pause()
-    product_create()  # WAL the standby will not replay while paused
+    parent_create()  # WAL the standby will not replay while paused
     settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 60_000}
     health = routing.monitor.refresh()
     assert health.ok and health.lag_bytes > 0 and 0 < health.lag_ms < 60_000
@@ -147,7 +146,7 @@ def test_lag_past_the_ceiling_sends_every_read_to_the_primary(alice, replica, cl
     health = lagging(routing.monitor)
     assert "lagging" in health.reason and "ceiling 200 ms" in health.reason
     assert health.lag_ms > 200
-    assert client.get("/accounts/")[REPLICA_COUNT] == "0"
+    assert client.get("/parents/")[REPLICA_COUNT] == "0"
 
     ready = client.get("/health/ready", headers=HEALTH_HEADERS)
     assert ready.status_code == 200
@@ -163,7 +162,7 @@ def test_lag_past_the_ceiling_sends_every_read_to_the_primary(alice, replica, cl
     clock.now += 0.5
     health = routing.monitor.refresh()
     assert health.ok and health.lag_ms == 0
-    assert int(client.get("/accounts/")[REPLICA_COUNT]) > 0
+    assert int(client.get("/parents/")[REPLICA_COUNT]) > 0
 
 
 def test_a_first_look_at_a_standby_behind_does_not_read_it_as_current(alice, replica, settings):
@@ -174,7 +173,7 @@ def test_a_first_look_at_a_standby_behind_does_not_read_it_as_current(alice, rep
     assert idle.refresh().ok  # the standby was fit when this monitor last looked
     settings.DBOPS = {**settings.DBOPS, "REPLICA_MAX_LAG_MS": 300}
     replica.pause()
-    product_create()
+    parent_create()
     # The standby lacks WAL flushed at this moment; wait until that is older than the ceiling.
     written_at = primary_clock()
     while primary_clock() < written_at + 0.35:
@@ -203,7 +202,7 @@ def test_an_unreachable_replica_is_skipped_and_reported(alice, clock):
     user, _ = alice
     connections["replica"].close()
     connections["replica"].settings_dict.update(HOST="127.0.0.1", PORT="1")
-    response = logged_in(user).get("/accounts/")
+    response = logged_in(user).get("/parents/")
     assert response.status_code == 200 and b"Old-name-x1" in response.content
     assert response[REPLICA_COUNT] == "0"
     body = Client().get("/health/ready", headers=HEALTH_HEADERS).json()
@@ -246,7 +245,11 @@ def test_a_replica_killed_mid_request_is_served_from_the_primary(alice, replica)
     killed = []
 
     def kill_the_replica_backend(execute, sql, params, many, context):
-        if context["connection"].alias == "replica" and "accounts_account" in sql and not killed:
+        if (
+            context["connection"].alias == "replica"
+            and "dbops_testapp_parent" in sql
+            and not killed
+        ):
             killed.append(context["connection"].connection.info.backend_pid)
             with replica.connect() as other:
                 other.execute("SELECT pg_terminate_backend(%s)", [killed[0]])
@@ -254,7 +257,7 @@ def test_a_replica_killed_mid_request_is_served_from_the_primary(alice, replica)
 
     connections["replica"].ensure_connection()
     with connections["replica"].execute_wrapper(kill_the_replica_backend):
-        response = client.get("/accounts/")
+        response = client.get("/parents/")
     assert killed
     assert response.status_code == 200 and b"Old-name-x1" in response.content
     health = routing.monitor.health
@@ -262,14 +265,14 @@ def test_a_replica_killed_mid_request_is_served_from_the_primary(alice, replica)
 
 
 def test_async_views_read_from_the_replica(replica):
-    product = product_create()
+    parent = parent_create()
     replica.catch_up()
     client = Client()
-    client.force_login(user_create())
+    client.force_login(person_create())
     aclient = AsyncClient()
     aclient.cookies = client.cookies
-    response = async_to_sync(aclient.get)(f"/orders/products/{product.pk}/")
+    response = async_to_sync(aclient.get)(f"/parents/{parent.pk}/")
     assert response.status_code == 200
-    assert product.name.encode() in response.content
+    assert parent.name.encode() in response.content
     assert int(response[REPLICA_COUNT]) >= 1
-    assert Product.objects.filter(pk=product.pk).exists()
+    assert Parent.objects.filter(pk=parent.pk).exists()

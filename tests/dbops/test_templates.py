@@ -42,12 +42,6 @@ def test_the_unavailable_page_stands_alone_without_the_projects_templates(settin
     assert PROJECT_LOOK not in content
 
 
-@pytest.mark.django_db
-def test_the_projects_template_of_the_same_name_overrides_dbops_own(client):
-    assert PROJECT_LOOK in client.get("/health/").content
-    assert PROJECT_LOOK in unavailable_page()
-
-
 def test_a_template_named_in_dbops_settings_replaces_the_page(settings, tmp_path):
     (tmp_path / "down.html").write_text("custom outage page")
     settings.TEMPLATES = [{**BARE_TEMPLATES[0], "DIRS": [tmp_path]}]

@@ -1,3 +1,6 @@
+"""The project's database settings (config/database.py, config/settings/): the environment
+variables read, checked and applied, and the settings modules that use them."""
+
 import subprocess
 import sys
 
@@ -261,13 +264,7 @@ def test_pgbouncer_profile_keeps_no_session_state():
     assert "PGBOUNCER" not in plain and not plain.get("DISABLE_SERVER_SIDE_CURSORS")
 
 
-def test_pgbouncer_profile_refuses_named_prepared_statements():
-    from dbops.pooling import pgbouncer_profile
-
-    with pytest.raises(ImproperlyConfigured, match="prepared statements"):
-        pgbouncer_profile({"OPTIONS": {"prepare_threshold": 2}})
-    with pytest.raises(ImproperlyConfigured, match="prepared statements"):
-        pgbouncer_profile({"OPTIONS": {"server_side_binding": True}})
+def test_pgbouncer_variable_must_be_a_boolean():
     with pytest.raises(ImproperlyConfigured, match="DB_PGBOUNCER='maybe' is not a boolean"):
         build(DB_PGBOUNCER="maybe")
 
@@ -282,17 +279,3 @@ def test_pgbouncer_with_a_prepare_threshold_stops_at_start_naming_both_variables
 def test_pgbouncer_with_any_prepare_threshold_zero_included_stops_at_start(threshold):
     with pytest.raises(ImproperlyConfigured, match="DB_PGBOUNCER=true with DB_PREPARE_THRESHOLD"):
         build(DB_PGBOUNCER="true", DB_PREPARE_THRESHOLD=threshold)
-
-
-@pytest.mark.parametrize(
-    "options",
-    [{"prepare_threshold": 0}, {"prepare_threshold": 3}, {"server_side_binding": True}],
-    ids=["threshold-0", "threshold-3", "server-side-binding"],
-)
-def test_pgbouncer_profile_refuses_each_prepared_statement_option_on_its_own(options):
-    """0 prepares at once: the most prepared statements of all, and falsy (the profile must not
-    ask whether the threshold is true)."""
-    from config.database import pgbouncer_profile
-
-    with pytest.raises(ImproperlyConfigured, match="prepared statements"):
-        pgbouncer_profile({"OPTIONS": dict(options)})
