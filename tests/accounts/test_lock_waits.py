@@ -15,15 +15,12 @@ from tests.accounts.invariants import assert_ledger_matches_balances
 from tests.factories import account_create, user_create
 from tests.helpers import row_locked
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("short_service_lock_timeout"),
+]
 
 BUSY = BUSY_MESSAGE.encode()
-
-
-@pytest.fixture(autouse=True)
-def short_lock_timeout(settings):
-    """50 ms instead of 2 s: five attempts give up in a fraction of a second."""
-    settings.DBOPS = {**settings.DBOPS, "SERVICE_LOCK_TIMEOUT_MS": 50}
 
 
 @pytest.fixture

@@ -18,15 +18,12 @@ from tests.helpers import row_locked
 from tests.orders.test_async import async_client, post
 from tests.orders.test_views import order_form
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("short_service_lock_timeout"),
+]
 
 BUSY = BUSY_MESSAGE.encode()
-
-
-@pytest.fixture(autouse=True)
-def short_lock_timeout(settings):
-    """50 ms instead of 2 s: five attempts give up in a fraction of a second."""
-    settings.DBOPS = {**settings.DBOPS, "SERVICE_LOCK_TIMEOUT_MS": 50}
 
 
 @pytest.fixture
