@@ -307,59 +307,18 @@ def product_prices_raise(
     older ``after_id=`` starts a new run after that id: the weaker form, one batch short of the
     truth when the commit's answer was lost (that batch is raised twice).
     """
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise InvalidChange("batch_size", "must be a whole number of at least 1")
-    if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
-        raise InvalidChange("after_id", "must be a product id, a whole number")
-    if run_id is not None:
-        run = _run_to_resume(
-            run_id, percent=percent, sku_prefix=sku_prefix, after_id=after_id, using=using
-        )
-        percent, sku_prefix, after_id = run.percent, run.sku_prefix, run.last_id or 0
-        batch_size = batch_size or run.batch_size
-    else:
-        if percent is None:
-            raise InvalidChange("percent", "is required to start a raise (run_id resumes one)")
-        percent, sku_prefix = _percent_clean(percent), _sku_prefix_clean(sku_prefix or "")
-        batch_size = batch_size or PRICE_RAISE_BATCH
-    factor = 1 + percent / 100
-    _price_ceiling_check(factor, sku_prefix, after_id, using)
-    if run_id is None:
-        # A transaction of its own, durable like the batches: inside a caller's transaction this
-        # refuses before anything is written.
-        run = batch_run(
-            lambda: PriceRaiseRun.objects.using(using).create(
-                percent=percent,
-                sku_prefix=sku_prefix,
-                batch_size=batch_size,
-                last_id=after_id or None,
-            ),
-            using=using,
-            what="product_prices_raise run",
-        )
-    connection = connections[using]
-    statement = _price_raise_sql(connection)
-    run_lock, run_checkpoint, run_finish = _run_sql(connection)
-    result = PriceRaise(percent=percent, sku_prefix=sku_prefix, run_id=run.pk, last_id=run.last_id)
-
-    def batch() -> list[int]:
-        with connection.cursor() as cursor:
-            # Under the run's row lock, from its checkpoint: another resumer of this run waits
-            # here and then goes on after this batch.
-            cursor.execute(run_lock, [run.pk])
-            last_id, finished = cursor.fetchone()
-            if finished:
-                return []  # another resumer finished it
-            cursor.execute(statement, [factor, sku_prefix, last_id or 0, batch_size])
-            ids = [row[0] for row in cursor.fetchall()]
-            if ids:
-                cursor.execute(run_checkpoint, [max(ids), len(ids), batch_size, run.pk])
-            else:
-                cursor.execute(run_finish, [run.pk])
-            return ids
-
+    run = _run_get(
+        percent=percent,
+        sku_prefix=sku_prefix,
+        batch_size=batch_size,
+        run_id=run_id,
+        after_id=after_id,
+        using=using,
+    )
+    result = PriceRaise(
+        percent=run.percent, sku_prefix=run.sku_prefix, run_id=run.pk, last_id=run.last_id
+    )
+    batch = _batch_work(run, using)
     try:
         while ids := batch_run(batch, using=using, what="product_prices_raise batch"):
             result.products += len(ids)
@@ -375,3 +334,71 @@ def product_prices_raise(
         if result.products:
             catalog_invalidate()  # once, after the last commit (or the last that happened)
     return result
+
+
+def _run_get(
+    *,
+    percent: Decimal | None,
+    sku_prefix: str | None,
+    batch_size: int | None,
+    run_id: int | None,
+    after_id: int,
+    using: str,
+) -> PriceRaiseRun:
+    """The run to work on: ``run_id``'s, checked, or a new one, recorded once the arguments are
+    checked (``batch_size``, when given, replaces a resumed run's from its next batch)."""
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise InvalidChange("batch_size", "must be a whole number of at least 1")
+    if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
+        raise InvalidChange("after_id", "must be a product id, a whole number")
+    if run_id is not None:
+        run = _run_to_resume(
+            run_id, percent=percent, sku_prefix=sku_prefix, after_id=after_id, using=using
+        )
+        run.batch_size = batch_size or run.batch_size
+        _price_ceiling_check(1 + run.percent / 100, run.sku_prefix, run.last_id or 0, using)
+        return run
+    if percent is None:
+        raise InvalidChange("percent", "is required to start a raise (run_id resumes one)")
+    percent, sku_prefix = _percent_clean(percent), _sku_prefix_clean(sku_prefix or "")
+    _price_ceiling_check(1 + percent / 100, sku_prefix, after_id, using)
+    # A transaction of its own, durable like the batches: inside a caller's transaction this
+    # refuses before anything is written.
+    return batch_run(
+        lambda: PriceRaiseRun.objects.using(using).create(
+            percent=percent,
+            sku_prefix=sku_prefix,
+            batch_size=batch_size or PRICE_RAISE_BATCH,
+            last_id=after_id or None,
+        ),
+        using=using,
+        what="product_prices_raise run",
+    )
+
+
+def _batch_work(run: PriceRaiseRun, using: str) -> Callable[[], list[int]]:
+    """One batch of ``run``, for ``batch_run``: the ids it raised, none when the run is done."""
+    connection = connections[using]
+    statement = _price_raise_sql(connection)
+    run_lock, run_checkpoint, run_finish = _run_sql(connection)
+    factor = 1 + run.percent / 100
+
+    def batch() -> list[int]:
+        with connection.cursor() as cursor:
+            # Under the run's row lock, from its checkpoint: another resumer of this run waits
+            # here and then goes on after this batch.
+            cursor.execute(run_lock, [run.pk])
+            last_id, finished = cursor.fetchone()
+            if finished:
+                return []  # another resumer finished it
+            cursor.execute(statement, [factor, run.sku_prefix, last_id or 0, run.batch_size])
+            ids = [row[0] for row in cursor.fetchall()]
+            if ids:
+                cursor.execute(run_checkpoint, [max(ids), len(ids), run.batch_size, run.pk])
+            else:
+                cursor.execute(run_finish, [run.pk])
+            return ids
+
+    return batch
