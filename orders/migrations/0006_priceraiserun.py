@@ -1,6 +1,10 @@
 # The price raise's run record (orders.bulk.product_prices_raise): a new, empty table, so creating
 # it with its check constraint holds no lock any other query waits for. Safe inside a transaction.
 # The previous release never touches it; apply it before the code that writes it (the usual order).
+#
+# It depends on 0004 (the product branch), not on the email contract (0003, via 0005), for 0004's
+# reason: the README's walk-through steps back to 0002, and that must not drop the runs' table and
+# every raise's record with it. 0007 joins the branches again.
 
 import django.db.models.functions.datetime
 from django.db import migrations, models
@@ -8,7 +12,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orders", "0005_merge_email_contract_and_description"),
+        ("orders", "0004_product_description"),
     ]
 
     operations = [
