@@ -15,6 +15,7 @@ from core.admin import (
     ServiceAdminMixin,
 )
 from core.forms import AmountField, MultilineTextField
+from dbops.transactions import ServiceTransactionFailed
 from orders.exceptions import DomainError, DuplicateCustomer, ImportFileError, ImportStopped
 from orders.imports import UPLOAD_MAX_BYTES, products_import
 from orders.models import (
@@ -22,6 +23,7 @@ from orders.models import (
     Order,
     OrderItem,
     Payment,
+    PriceRaiseRun,
     Product,
     email_normalize,
 )
@@ -172,6 +174,7 @@ class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.Model
             raise PermissionDenied
         form = ProductImportForm(request.POST or None, request.FILES or None)
         report = error = None
+        status = 200
         if request.method == "POST" and form.is_valid():
             try:
                 report = products_import(
@@ -179,6 +182,14 @@ class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.Model
                 )
             except (ImportFileError, ImportStopped) as exc:
                 error = str(exc)
+                # A batch that gave up waiting for rows other transactions held is the busy case
+                # every page answers 409; the stop's message, not BUSY_MESSAGE ("nothing was
+                # changed"), since the batches before it are committed: it says which, and how
+                # to finish. Anything else the file or the database refused is a 400.
+                busy = isinstance(exc.__cause__, ServiceTransactionFailed)
+                status = 409 if busy else 400
+        elif request.method == "POST":
+            status = 400
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -189,7 +200,6 @@ class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.Model
             "rejects": report.rejects[:IMPORT_REJECTS_SHOWN] if report else [],
             "rejects_hidden": max(0, len(report.rejects) - IMPORT_REJECTS_SHOWN) if report else 0,
         }
-        status = 400 if request.method == "POST" and (error or form.errors) else 200
         return TemplateResponse(request, "admin/orders/product/import.html", context, status=status)
 
 
@@ -311,3 +321,33 @@ class PaymentAdmin(HistoryAdmin):
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj):
         return order_money(obj.amount)
+
+
+@admin.register(PriceRaiseRun)
+class PriceRaiseRunAdmin(HistoryAdmin):
+    """Price raise runs change only through ``product_prices_raise``, each batch's checkpoint in
+    the batch's own transaction: shown here, never edited (a moved ``last_id`` would skip
+    products or raise them twice)."""
+
+    list_display = [
+        "id",
+        "percent",
+        "sku_prefix",
+        "products",
+        "batches",
+        "last_id",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    ]
+    fields = readonly_fields = [
+        "percent",
+        "sku_prefix",
+        "batch_size",
+        "last_id",
+        "products",
+        "batches",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    ]

@@ -13,6 +13,8 @@ identifiers; values are always parameters. ``bench/bulk.py`` compares it with ``
 The price raise (``product_prices_raise``) is one ``UPDATE`` per keyset batch that computes the new
 price from the row's current price in SQL, where Django's ``bulk_update`` writes prices computed
 in Python from an earlier read (``CASE WHEN id = 1 THEN 10.30 ...``) and loses a concurrent edit.
+A raise is not idempotent, so its checkpoint is a row (``PriceRaiseRun``) that each batch moves in
+its own transaction: a client that lost the answer to a commit resumes from what committed.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from django.db import DatabaseError, connections
 from core.money import CENT, MONEY_MAX
 from dbops.errors import error_text
 from dbops.transactions import ServiceTransactionFailed, service_transaction
-from orders.exceptions import InvalidChange, PriceRaiseStopped
-from orders.models import Product
+from orders.exceptions import InvalidChange, PriceRaiseRunFinished, PriceRaiseStopped
+from orders.models import PriceRaiseRun, Product
 from orders.selectors import catalog_invalidate
 
 # The fields a file may set, in the order of every statement's columns; ``description`` only when
@@ -178,13 +180,38 @@ def _price_raise_sql(connection) -> str:
     )
 
 
+def _run_sql(connection) -> tuple[str, str, str]:
+    """The run's statements in each batch's transaction: lock its row and read the checkpoint;
+    move the checkpoint; mark it finished."""
+    table = _q(connection, PriceRaiseRun._meta.db_table)
+    last_id, products, batches, batch_size, updated_at, finished_at = (
+        _q(connection, PriceRaiseRun._meta.get_field(name).column)
+        for name in ("last_id", "products", "batches", "batch_size", "updated_at", "finished_at")
+    )
+    return (
+        # FOR NO KEY UPDATE: nothing references the run, and its key never changes.
+        f"SELECT {last_id}, {finished_at} IS NOT NULL FROM {table} WHERE id = %s "  # noqa: S608
+        "FOR NO KEY UPDATE",
+        f"UPDATE {table} SET {last_id} = %s, {products} = {products} + %s, "  # noqa: S608
+        f"{batches} = {batches} + 1, {batch_size} = %s, {updated_at} = now() WHERE id = %s",
+        f"UPDATE {table} SET {finished_at} = now(), {updated_at} = now() WHERE id = %s",  # noqa: S608
+    )
+
+
 @dataclass
 class PriceRaise:
+    """What one call of ``product_prices_raise`` did (the run, ``run_id``, holds the totals of
+    every call that worked on it)."""
+
     percent: Decimal
     sku_prefix: str
+    run_id: int | None = None
     products: int = 0
     batches: int = 0
     last_id: int | None = None
+
+
+PERCENT_PLACES = Decimal("0.0001")  # what PriceRaiseRun.percent holds
 
 
 def _percent_clean(percent: Decimal) -> Decimal:
@@ -192,13 +219,24 @@ def _percent_clean(percent: Decimal) -> Decimal:
         raise InvalidChange("percent", "must be a Decimal, such as Decimal('3')")
     if not PERCENT_MIN <= percent <= PERCENT_MAX:
         raise InvalidChange("percent", f"must be from {PERCENT_MIN} to {PERCENT_MAX}")
+    if percent != percent.quantize(PERCENT_PLACES):
+        raise InvalidChange("percent", "may have at most 4 decimal places")
     return percent
 
 
-def _price_ceiling_check(factor: Decimal, sku_prefix: str, using: str) -> None:
+def _sku_prefix_clean(sku_prefix: str) -> str:
+    longest = Product._meta.get_field("sku").max_length
+    if not isinstance(sku_prefix, str):
+        raise InvalidChange("sku_prefix", "must be a string, such as 'KITCHEN-'")
+    if len(sku_prefix) > longest:
+        raise InvalidChange("sku_prefix", f"may be at most {longest} characters, as a SKU")
+    return sku_prefix
+
+
+def _price_ceiling_check(factor: Decimal, sku_prefix: str, after_id: int, using: str) -> None:
     highest = (
         Product.objects.using(using)
-        .filter(sku__startswith=sku_prefix)
+        .filter(sku__startswith=sku_prefix, pk__gt=after_id)
         .order_by("-price")
         .values_list("price", flat=True)
         .first()
@@ -209,38 +247,78 @@ def _price_ceiling_check(factor: Decimal, sku_prefix: str, using: str) -> None:
         )
 
 
+def _run_to_resume(
+    run_id: int, *, percent: Decimal | None, sku_prefix: str | None, after_id: int, using: str
+) -> PriceRaiseRun:
+    """The unfinished run ``run_id``; its percent and prefix are the raise's, so any given here
+    must be the same."""
+    if isinstance(run_id, bool) or not isinstance(run_id, int):
+        raise InvalidChange("run_id", "must be the id of a price raise run, a whole number")
+    if after_id:
+        raise InvalidChange(
+            "after_id", "give run_id or after_id, not both: a run resumes from its own checkpoint"
+        )
+    run = PriceRaiseRun.objects.using(using).filter(pk=run_id).first()
+    if run is None:
+        raise InvalidChange("run_id", f"there is no price raise run {run_id}")
+    if run.finished_at is not None:
+        raise PriceRaiseRunFinished(run)
+    if percent is not None and _percent_clean(percent) != run.percent:
+        raise InvalidChange(
+            "percent",
+            f"run {run.pk} raises by {run.percent.normalize():f}%, not {percent.normalize():f}%: "
+            "resume it without percent, or start a new raise",
+        )
+    if sku_prefix is not None and sku_prefix != run.sku_prefix:
+        raise InvalidChange(
+            "sku_prefix",
+            f"run {run.pk} raises the SKUs starting with {run.sku_prefix!r}, not "
+            f"{sku_prefix!r}: resume it without sku_prefix, or start a new raise",
+        )
+    return run
+
+
 def product_prices_raise(
     *,
-    percent: Decimal,
-    sku_prefix: str = "",
-    batch_size: int = PRICE_RAISE_BATCH,
+    percent: Decimal | None = None,
+    sku_prefix: str | None = None,
+    batch_size: int | None = None,
+    run_id: int | None = None,
     after_id: int = 0,
     using: str = "default",
     progress: Callable[[PriceRaise], None] | None = None,
 ) -> PriceRaise:
     """Raise (or, with a negative ``percent``, lower) the price of every product whose SKU starts
     with ``sku_prefix`` by ``percent``, rounded to the cent: one UPDATE per batch of
-    ``batch_size`` products in id order, each in its own short transaction, versions advanced.
+    ``batch_size`` products (default 1,000; a resumed run's own) in id order, each in its own
+    short transaction, versions advanced.
 
     Optimistic locking holds both ways: an edit that commits first is raised too (the UPDATE waits
     for its row lock, then computes from the committed price), and an edit made from a version
-    read before the raise committed is refused (``StaleVersion``). Failure behaviour: the batches
-    before a failure stay committed, ``PriceRaiseStopped`` says up to which id; pass that as
-    ``after_id`` to finish (running the whole raise again would raise those products twice).
+    read before the raise committed is refused (``StaleVersion``).
+
+    Every raise is a run (``PriceRaiseRun``, its id in the result): each batch's transaction
+    locks the run's row, reads the checkpoint from it, raises the next batch and moves the
+    checkpoint, so both commit or neither. Failure behaviour: the batches before a failure stay
+    committed and ``PriceRaiseStopped`` names the run; ``run_id=`` resumes it from its checkpoint
+    (percent and prefix from the run: any given must match; a finished run is refused with
+    ``PriceRaiseRunFinished``). That is exact even when the connection was lost as a batch
+    committed, and two resumers of one run take its batches in turn, each raised once. The
+    older ``after_id=`` starts a new run after that id: the weaker form, one batch short of the
+    truth when the commit's answer was lost (that batch is raised twice).
     """
-    percent = _percent_clean(percent)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidChange("batch_size", "must be a whole number of at least 1")
-    factor = 1 + percent / 100
-    _price_ceiling_check(factor, sku_prefix, using)
-    statement = _price_raise_sql(connections[using])
-    result = PriceRaise(percent=percent, sku_prefix=sku_prefix, last_id=after_id or None)
-
-    def batch():
-        with connections[using].cursor() as cursor:
-            cursor.execute(statement, [factor, sku_prefix, result.last_id or 0, batch_size])
-            return [row[0] for row in cursor.fetchall()]
-
+    run = _run_get(
+        percent=percent,
+        sku_prefix=sku_prefix,
+        batch_size=batch_size,
+        run_id=run_id,
+        after_id=after_id,
+        using=using,
+    )
+    result = PriceRaise(
+        percent=run.percent, sku_prefix=run.sku_prefix, run_id=run.pk, last_id=run.last_id
+    )
+    batch = _batch_work(run, using)
     try:
         while ids := batch_run(batch, using=using, what="product_prices_raise batch"):
             result.products += len(ids)
@@ -250,9 +328,77 @@ def product_prices_raise(
                 progress(result)
     except (DatabaseError, psycopg.Error, ServiceTransactionFailed) as exc:
         raise PriceRaiseStopped(
-            stop_reason(exc), last_id=result.last_id, rows_done=result.products
+            stop_reason(exc), run_id=run.pk, last_id=result.last_id, rows_done=result.products
         ) from exc
     finally:
         if result.products:
             catalog_invalidate()  # once, after the last commit (or the last that happened)
     return result
+
+
+def _run_get(
+    *,
+    percent: Decimal | None,
+    sku_prefix: str | None,
+    batch_size: int | None,
+    run_id: int | None,
+    after_id: int,
+    using: str,
+) -> PriceRaiseRun:
+    """The run to work on: ``run_id``'s, checked, or a new one, recorded once the arguments are
+    checked (``batch_size``, when given, replaces a resumed run's from its next batch)."""
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise InvalidChange("batch_size", "must be a whole number of at least 1")
+    if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
+        raise InvalidChange("after_id", "must be a product id, a whole number")
+    if run_id is not None:
+        run = _run_to_resume(
+            run_id, percent=percent, sku_prefix=sku_prefix, after_id=after_id, using=using
+        )
+        run.batch_size = batch_size or run.batch_size
+        _price_ceiling_check(1 + run.percent / 100, run.sku_prefix, run.last_id or 0, using)
+        return run
+    if percent is None:
+        raise InvalidChange("percent", "is required to start a raise (run_id resumes one)")
+    percent, sku_prefix = _percent_clean(percent), _sku_prefix_clean(sku_prefix or "")
+    _price_ceiling_check(1 + percent / 100, sku_prefix, after_id, using)
+    # A transaction of its own, durable like the batches: inside a caller's transaction this
+    # refuses before anything is written.
+    return batch_run(
+        lambda: PriceRaiseRun.objects.using(using).create(
+            percent=percent,
+            sku_prefix=sku_prefix,
+            batch_size=batch_size or PRICE_RAISE_BATCH,
+            last_id=after_id or None,
+        ),
+        using=using,
+        what="product_prices_raise run",
+    )
+
+
+def _batch_work(run: PriceRaiseRun, using: str) -> Callable[[], list[int]]:
+    """One batch of ``run``, for ``batch_run``: the ids it raised, none when the run is done."""
+    connection = connections[using]
+    statement = _price_raise_sql(connection)
+    run_lock, run_checkpoint, run_finish = _run_sql(connection)
+    factor = 1 + run.percent / 100
+
+    def batch() -> list[int]:
+        with connection.cursor() as cursor:
+            # Under the run's row lock, from its checkpoint: another resumer of this run waits
+            # here and then goes on after this batch.
+            cursor.execute(run_lock, [run.pk])
+            last_id, finished = cursor.fetchone()
+            if finished:
+                return []  # another resumer finished it
+            cursor.execute(statement, [factor, run.sku_prefix, last_id or 0, run.batch_size])
+            ids = [row[0] for row in cursor.fetchall()]
+            if ids:
+                cursor.execute(run_checkpoint, [max(ids), len(ids), run.batch_size, run.pk])
+            else:
+                cursor.execute(run_finish, [run.pk])
+            return ids
+
+    return batch

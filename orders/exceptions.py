@@ -27,6 +27,7 @@ __all__ = [
     "OutOfStock",
     "PaymentFailed",
     "PriceChanged",
+    "PriceRaiseRunFinished",
     "PriceRaiseStopped",
     "ProductNotFound",
     "StaleVersion",
@@ -153,17 +154,34 @@ class ImportStopped(OrdersError):
 
 
 class PriceRaiseStopped(OrdersError):
-    """The database refused a batch (or went away) part-way through a price raise: the products up
-    to ``last_id`` are raised, none after it. Resume with ``after_id=last_id``; running the whole
-    raise again would raise those products twice."""
+    """The database refused a batch (or went away) part-way through a price raise. Its run
+    (``orders.models.PriceRaiseRun`` ``run_id``) records what is committed: resume with
+    ``run_id``, which goes on from the run's own checkpoint. ``last_id`` and ``rows_done`` are
+    what this call saw committed; ``after_id=last_id`` resumes too, but is the weaker form: when
+    the connection was lost as a batch committed (the commit reached the server, its answer never
+    came back) the run is one batch further, and resuming from ``last_id`` raises that batch
+    twice. Running the whole raise again would raise every committed product twice."""
 
-    def __init__(self, reason: str, *, last_id: int | None, rows_done: int):
+    def __init__(self, reason: str, *, run_id: int, last_id: int | None, rows_done: int):
         self.reason = reason
+        self.run_id = run_id
         self.last_id = last_id
         self.rows_done = rows_done
-        resume = f"after_id={last_id}" if last_id is not None else "the same arguments"
         super().__init__(
             f"The price raise stopped: {_clause(reason)}. {rows_done:,} products (ids up to "
-            f"{last_id if last_id is not None else '-'}) are raised and committed, none after "
-            f"them. Resume with {resume}; do not start it over."
+            f"{last_id if last_id is not None else '-'}) are raised and committed; price raise "
+            f"run {run_id} records exactly what is, even a batch whose commit the connection lost "
+            f"the answer to. Resume with run_id={run_id}; do not start it over."
+        )
+
+
+class PriceRaiseRunFinished(OrdersError):
+    """A finished price raise run was asked to resume: there is nothing left of it to raise."""
+
+    def __init__(self, run):
+        self.run = run
+        super().__init__(
+            f"Price raise run {run.pk} finished at {run.finished_at:%Y-%m-%d %H:%M:%S %Z}: "
+            f"{run.products:,} products raised in {run.batches:,} batches. Nothing is left to "
+            "resume; a new raise is a new call without run_id."
         )

@@ -174,3 +174,43 @@ class Payment(models.Model):
 
     def __str__(self):
         return f"{self.method} {self.amount} ({self.status})"
+
+
+class PriceRaiseRun(models.Model):
+    """One price raise (``orders.bulk.product_prices_raise``) and its checkpoint.
+
+    A raise is not idempotent (twice is 6.09%), so where it stopped must be known exactly.
+    ``last_id`` moves in the same transaction as each batch's UPDATE, under this row's lock: after
+    any failure, a lost connection included (the batch committed, the client never heard), every
+    product of the prefix up to ``last_id`` is raised and none after it. Resuming by ``run_id``
+    reads it from here, never from what a client last saw, and two resumers of one run take its
+    batches in turn. ``finished_at`` is set in the transaction that finds no product left.
+    Written only by the service: the admin shows it.
+    """
+
+    percent = models.DecimalField(max_digits=8, decimal_places=4)
+    sku_prefix = models.CharField(max_length=40, blank=True, default="", db_default="")
+    batch_size = models.PositiveIntegerField(help_text="products per batch (the last call's)")
+    last_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="every product of the prefix up to this id is raised, none after it",
+    )
+    products = models.BigIntegerField(default=0, db_default=0, help_text="products raised")
+    batches = models.IntegerField(default=0, db_default=0, help_text="batches committed")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(db_default=Now(), editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(batch_size__gte=1), name="priceraiserun_batch_size_positive"
+            ),
+        ]
+
+    def __str__(self):
+        return (
+            f"Price raise #{self.pk}: {self.percent.normalize():f}% of {self.sku_prefix or 'all'}*"
+        )

@@ -13,7 +13,7 @@ from zeal import zeal_context
 from core.versioning import versioned_update
 from orders.bulk import product_prices_raise
 from orders.exceptions import InvalidChange, PriceRaiseStopped, StaleVersion
-from orders.models import Product
+from orders.models import PriceRaiseRun, Product
 from orders.services import product_restock, product_update
 from tests.factories import product_create
 from tests.helpers import backends_wait_for_locks, in_threads, raw_connection, server_pid
@@ -42,25 +42,39 @@ def test_prices_rise_by_the_percentage_rounded_to_the_cent_and_versions_advance(
     assert prices()["A-2"] == (Decimal("5.15"), 3)
 
 
-def test_each_batch_is_one_statement_in_its_own_transaction():
-    for i in range(5):
-        product_create(sku=f"C-{i}", price="1.00")
+def test_each_batch_is_one_statement_in_its_own_transaction_with_the_runs_checkpoint():
+    ids = [product_create(sku=f"C-{i}", price="1.00").pk for i in range(5)]
     statements, seen = [], []
 
     def count(execute, sql, params, many, context):
-        if sql.startswith("UPDATE"):
+        if sql.startswith('UPDATE "orders_product"'):
             statements.append(sql)
         return execute(sql, params, many, context)
 
     def progress(result):
+        # Committed, as another connection sees it: the batch's products and the run's checkpoint.
         with raw_connection() as other:
             raised = other.execute("SELECT count(*) FROM orders_product WHERE version = 2")
-            seen.append((connection.in_atomic_block, result.products, raised.fetchone()[0]))
+            run = other.execute(
+                "SELECT products, batches, last_id, finished_at IS NULL FROM orders_priceraiserun"
+                " WHERE id = %s",
+                [result.run_id],
+            )
+            seen.append(
+                (connection.in_atomic_block, result.products, raised.fetchone()[0], run.fetchone())
+            )
 
     with connection.execute_wrapper(count):
         result = product_prices_raise(percent=Decimal("10"), batch_size=2, progress=progress)
     assert result.batches == 3 and len(statements) == 4  # the last finds no rows
-    assert seen == [(False, 2, 2), (False, 4, 4), (False, 5, 5)]
+    assert seen == [
+        (False, 2, 2, (2, 1, ids[1], True)),
+        (False, 4, 4, (4, 2, ids[3], True)),
+        (False, 5, 5, (5, 3, ids[4], True)),
+    ]
+    run = PriceRaiseRun.objects.get(pk=result.run_id)
+    assert (run.percent, run.sku_prefix, run.batch_size) == (Decimal("10"), "", 2)
+    assert run.finished_at is not None, "the batch that found no rows did not finish the run"
 
 
 @pytest.mark.parametrize(
@@ -158,7 +172,7 @@ def test_restocks_racing_a_raise_lose_neither_their_stock_nor_the_raise():
     assert all(version == 1 + stock + 1 for _, stock, version in rows)
 
 
-def test_a_raise_stopped_by_a_killed_connection_resumes_after_its_last_batch_without_raising_twice():
+def test_a_raise_stopped_by_a_killed_connection_resumes_by_its_run_without_raising_twice():
     for i in range(10):
         product_create(sku=f"K-{i}", price="100.00")
     fired = []
@@ -174,11 +188,14 @@ def test_a_raise_stopped_by_a_killed_connection_resumes_after_its_last_batch_wit
     with connection.execute_wrapper(kill_third_batch), pytest.raises(PriceRaiseStopped) as stop:
         product_prices_raise(percent=Decimal("10"), batch_size=3)
     connection.close()
-    assert stop.value.rows_done == 6 and "Resume with after_id=" in str(stop.value)
+    run_id = stop.value.run_id
+    assert stop.value.rows_done == 6 and f"Resume with run_id={run_id};" in str(stop.value)
     assert (
         sorted(p for p, _ in prices().values()) == [Decimal("100.00")] * 4 + [Decimal("110.00")] * 6
     )
+    assert PriceRaiseRun.objects.get(pk=run_id).last_id == stop.value.last_id
 
-    product_prices_raise(percent=Decimal("10"), batch_size=3, after_id=stop.value.last_id)
+    result = product_prices_raise(run_id=run_id)
+    assert (result.run_id, result.products, result.batches) == (run_id, 4, 2)
     assert {p for p, _ in prices().values()} == {Decimal("110.00")}, "a product raised twice"
     assert {v for _, v in prices().values()} == {2}

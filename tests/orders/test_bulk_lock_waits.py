@@ -2,7 +2,7 @@
 connection holding ``SELECT ... FOR UPDATE`` in an open transaction). The batch that meets the
 lock gives up after its lock timeout and retries (``orders.bulk.batch_run``), and the bulk write
 stops there: the import with ``ImportStopped`` (the command: exit status 1, the line and how to
-resume, no traceback), the price raise with ``PriceRaiseStopped`` (up to which id). The batches
+resume, no traceback), the price raise with ``PriceRaiseStopped`` (its run, to resume). The batches
 before it stay committed, that batch wrote nothing, and finishing afterwards writes every row
 exactly once. A lock released during the retries costs one retry, not the bulk write."""
 
@@ -26,7 +26,7 @@ from dbops.transactions import ServiceTransactionFailed
 from orders.bulk import BATCH_ATTEMPTS, product_prices_raise
 from orders.exceptions import ImportStopped, PriceRaiseStopped
 from orders.imports import products_import
-from orders.models import Product
+from orders.models import PriceRaiseRun, Product
 from orders.selectors import CATALOG_GENERATION_KEY
 from tests.factories import product_create, user_create
 from tests.helpers import (
@@ -183,7 +183,9 @@ def test_the_command_run_as_a_process_behind_a_locked_row_exits_1_without_a_trac
     assert_stopped_at_batch_2(before)
 
 
-def test_the_admin_import_behind_a_locked_row_says_where_it_stopped(tmp_path, existing):
+def test_the_admin_import_behind_a_locked_row_answers_busy_and_says_where_it_stopped(
+    tmp_path, existing
+):
     staff = Client(raise_request_exception=False)
     staff.force_login(user_create("importer", is_staff=True, is_superuser=True))
     content = ("sku,name,price,stock\n" + "\n".join(ROWS) + "\n").encode()
@@ -196,7 +198,9 @@ def test_the_admin_import_behind_a_locked_row_says_where_it_stopped(tmp_path, ex
     # The admin imports in batches of 1,000: one batch, stopped whole.
     with row_locked(Product, existing["BL-4"].pk):
         response = upload()
-    assert response.status_code == 400
+    # Busy, as every page that gives up on a lock answers (409), with what the stop says: what is
+    # committed and how to finish, not "nothing was changed".
+    assert response.status_code == 409
     assert "The import stopped at the batch starting on line 2" in response.text
     assert "Run the same file again to finish" in response.text
     assert stored() == before, "the one batch was written in part"
@@ -258,7 +262,12 @@ def prices() -> dict[int, tuple[Decimal, int]]:
     return {p.pk: (p.price, p.version) for p in Product.objects.only("price", "version")}
 
 
-def test_a_price_raise_batch_behind_a_locked_row_stops_and_resuming_raises_each_product_once():
+@pytest.mark.parametrize("resume", ["run_id", "after_id"])
+def test_a_price_raise_batch_behind_a_locked_row_stops_and_resuming_raises_each_product_once(
+    resume,
+):
+    """Resumed by its run, or by the older ``after_id`` (exact here: the stop's commit answers
+    all arrived; tests/orders/test_price_raise_runs.py has the case where only the run is)."""
     ids = [product_create(sku=f"PR-{i}", price="100.00").pk for i in range(1, 10)]
     # Batches of three by id: the second (ids[3:6]) meets ids[4] locked.
     invalidated = generation()
@@ -267,6 +276,7 @@ def test_a_price_raise_batch_behind_a_locked_row_stops_and_resuming_raises_each_
     assert lock.retries == [LOCK_NOT_AVAILABLE] * (BATCH_ATTEMPTS - 1)
     stop = stopped.value
     assert (stop.last_id, stop.rows_done) == (ids[2], 3)
+    assert PriceRaiseRun.objects.get(pk=stop.run_id).last_id == ids[2]
     cause = stop.__cause__
     assert isinstance(cause, ServiceTransactionFailed)
     assert (cause.sqlstate, cause.attempts) == (LOCK_NOT_AVAILABLE, BATCH_ATTEMPTS)
@@ -278,8 +288,8 @@ def test_a_price_raise_batch_behind_a_locked_row_stops_and_resuming_raises_each_
     )
     # Not ServiceTransactionFailed's "it may be made again": made again whole, a raise doubles.
     assert "may be made again" not in message
-    assert f"3 products (ids up to {ids[2]}) are raised and committed" in message
-    assert f"Resume with after_id={ids[2]}; do not start it over." in message
+    assert f"3 products (ids up to {ids[2]}) are raised and committed; price raise run " in message
+    assert f"Resume with run_id={stop.run_id}; do not start it over." in message
     assert ".." not in message
     # The first batch raised once, the second (ids[3] too, before the wait) and third not at all.
     assert prices() == {
@@ -288,19 +298,29 @@ def test_a_price_raise_batch_behind_a_locked_row_stops_and_resuming_raises_each_
     }
     assert generation() == invalidated + 1
 
-    result = product_prices_raise(percent=Decimal("10"), batch_size=3, after_id=stop.last_id)
+    if resume == "run_id":
+        result = product_prices_raise(run_id=stop.run_id)
+        assert result.run_id == stop.run_id
+    else:
+        result = product_prices_raise(percent=Decimal("10"), batch_size=3, after_id=stop.last_id)
+        assert result.run_id != stop.run_id  # a new run, from that id
     assert (result.products, result.batches, result.last_id) == (6, 2, ids[-1])
     assert prices() == dict.fromkeys(ids, (Decimal("110.00"), 2)), "a product raised twice"
+    run = PriceRaiseRun.objects.get(pk=result.run_id)
+    assert run.finished_at is not None and run.last_id == ids[-1]
 
 
-def test_a_price_raise_stopped_in_its_first_batch_raised_nothing_and_says_to_run_it_again():
+def test_a_price_raise_stopped_in_its_first_batch_raised_nothing_and_its_run_resumes_from_the_start():
     ids = [product_create(sku=f"PR-{i}", price="100.00").pk for i in range(1, 4)]
     with row_locked(Product, ids[1]), pytest.raises(PriceRaiseStopped) as stopped:
         product_prices_raise(percent=Decimal("10"), batch_size=3)
-    assert (stopped.value.last_id, stopped.value.rows_done) == (None, 0)
-    assert "Resume with the same arguments" in str(stopped.value)
+    stop = stopped.value
+    assert (stop.last_id, stop.rows_done) == (None, 0)
+    assert "0 products (ids up to -) are raised" in str(stop)
+    assert f"Resume with run_id={stop.run_id};" in str(stop)
     assert prices() == dict.fromkeys(ids, (Decimal("100.00"), 1))
-    product_prices_raise(percent=Decimal("10"), batch_size=3)
+    assert PriceRaiseRun.objects.get(pk=stop.run_id).last_id is None
+    product_prices_raise(run_id=stop.run_id)
     assert prices() == dict.fromkeys(ids, (Decimal("110.00"), 2))
 
 
@@ -309,20 +329,25 @@ def test_a_price_raise_resumed_and_stopped_again_names_the_id_it_reached_then_fi
     with row_locked(Product, ids[4]), pytest.raises(PriceRaiseStopped) as first:
         product_prices_raise(percent=Decimal("10"), batch_size=3)
     # Resumed while another row, in the last batch, is locked: it stops again, further on.
+    run_id = first.value.run_id
     with row_locked(Product, ids[7]), pytest.raises(PriceRaiseStopped) as second:
-        product_prices_raise(percent=Decimal("10"), batch_size=3, after_id=first.value.last_id)
+        product_prices_raise(run_id=run_id)
+    assert second.value.run_id == run_id
     assert (second.value.last_id, second.value.rows_done) == (ids[5], 3)
     assert [prices()[pk] for pk in ids] == [(Decimal("110.00"), 2)] * 6 + [
         (Decimal("100.00"), 1)
     ] * 3
     # Resumed behind a lock in its very first batch: nothing raised, the same id to resume from.
     with row_locked(Product, ids[6]), pytest.raises(PriceRaiseStopped) as third:
-        product_prices_raise(percent=Decimal("10"), batch_size=3, after_id=second.value.last_id)
+        product_prices_raise(run_id=run_id)
     assert (third.value.last_id, third.value.rows_done) == (ids[5], 0)
-    assert f"Resume with after_id={ids[5]}" in str(third.value)
+    assert f"0 products (ids up to {ids[5]})" in str(third.value)
+    assert f"Resume with run_id={run_id};" in str(third.value)
 
-    product_prices_raise(percent=Decimal("10"), batch_size=3, after_id=third.value.last_id)
+    product_prices_raise(run_id=run_id)
     assert prices() == dict.fromkeys(ids, (Decimal("110.00"), 2)), "a product raised twice"
+    run = PriceRaiseRun.objects.get(pk=run_id)
+    assert (run.products, run.batches, run.last_id) == (9, 3, ids[-1])
 
 
 def test_a_price_raise_batch_whose_row_is_released_during_its_retries_raises_every_product_once():
