@@ -31,13 +31,16 @@ demo-reset: install  ## fresh demo data: empty the accounts' and orders' tables,
 test: install  ## the whole suite against real PostgreSQL (embedded unless DATABASE_URL is set), browser group included
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The tests of transfers, orders, concurrency, retries, the backfill and the bulk writes (the
-# import and its COPY path, the price raise), again through a real PgBouncer in transaction mode
-# (Debian's pgbouncer), plus the session-state checks; CI runs it.
+# The tests of transfers, orders, concurrency, retries, the backfill, the bulk writes (the import
+# and its COPY path, the price raise and its run record) and the services' lock waits (a
+# transaction-local lock_timeout must hold there too), again through a real PgBouncer in
+# transaction mode (Debian's pgbouncer), plus the session-state checks; CI runs it.
 PGBOUNCER_TESTS := tests/accounts/test_services.py tests/accounts/test_concurrency.py \
 	tests/orders/test_services.py tests/orders/test_concurrency.py tests/dbops/test_retry.py \
 	tests/dbops/test_backfill.py tests/dbops/test_pgbouncer.py tests/config/test_pgbouncer.py \
-	tests/orders/test_imports.py tests/orders/test_bulk.py
+	tests/orders/test_imports.py tests/orders/test_bulk.py tests/dbops/test_transactions.py \
+	tests/accounts/test_lock_waits.py tests/orders/test_lock_waits.py \
+	tests/orders/test_bulk_lock_waits.py tests/orders/test_price_raise_runs.py
 test-pgbouncer: install  ## those tests through PgBouncer (apt-get install pgbouncer)
 	$(PY) -m pytest --pgbouncer $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 
