@@ -548,7 +548,8 @@ PATTERNS: tuple[Pattern, ...] = (
         "orders",
         "A cache invalidated on commit",
         "The product catalog cached under a generation key bumped by transaction.on_commit, so a "
-        "slow reader cannot put stale data back.",
+        "slow reader cannot put stale data back; a cache server that is down is a miss, and an "
+        "invalidation it misses is logged, never a 500 after the commit.",
         ("orders/selectors.py product_catalog, catalog_invalidate",),
         (Live("the product list of a new order", url_name="orders:order_create"),),
         ("orders:order_create",),

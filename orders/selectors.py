@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -20,6 +21,8 @@ PRODUCT_PAGE_SIZE = 50
 CATALOG_CACHE_KEY = "orders:catalog:v1"
 CATALOG_GENERATION_KEY = "orders:catalog:generation"
 CATALOG_CACHE_SECONDS = 300
+
+logger = logging.getLogger("orders.catalog")
 
 
 def _orders_with_details() -> QuerySet[Order]:
@@ -216,9 +219,41 @@ def report_daily_sales(
         return [DailySales(*row) for row in cursor.fetchall()]
 
 
+class _CacheDown(Exception):
+    """The cache server did not answer; the message says why (logged already)."""
+
+
+def _cache_errors() -> tuple[type[Exception], ...]:
+    """The errors of a cache server that is down, unreachable or too slow: the Redis client's
+    connection and timeout errors (imported here, so a project without ``redis`` installed, on the
+    local-memory cache, does not need it). A programming error is none of these."""
+    try:
+        from redis.exceptions import ConnectionError, TimeoutError
+    except ImportError:  # pragma: no cover - no Redis client, so no Redis cache to fail
+        return ()
+    return (ConnectionError, TimeoutError)
+
+
+def _cache_call(what: str, call, *args):
+    """``call(*args)`` on the cache, or ``_CacheDown`` after one WARNING on the ``orders.catalog``
+    logger naming ``what`` and the reason, when the cache server does not answer. The catalog
+    treats the cache as optional: the database has every row it holds."""
+    try:
+        return call(*args)
+    except _cache_errors() as exc:
+        logger.warning("catalog cache unavailable, %s: %s: %s", what, type(exc).__name__, exc)
+        raise _CacheDown(str(exc)) from exc
+
+
 def _catalog_key() -> str:
-    generation = cache.get_or_set(CATALOG_GENERATION_KEY, 1, None)
+    generation = _cache_call("read", cache.get_or_set, CATALOG_GENERATION_KEY, 1, None)
     return f"{CATALOG_CACHE_KEY}:{generation}"
+
+
+def _catalog_rows() -> list[dict]:
+    return list(
+        Product.objects.order_by("sku").values("id", "sku", "name", "price", "stock", "version")
+    )
 
 
 def product_catalog() -> list[dict]:
@@ -227,20 +262,37 @@ def product_catalog() -> list[dict]:
     The cache key carries a generation that invalidation bumps. A reader that loaded the rows
     just before a change commits stores them under the old generation, where nobody looks again,
     so it cannot put stale data back after the invalidation.
+
+    The cache is optional: a cache server that is down or does not answer within its timeout is a
+    miss (one WARNING), and the rows come from the database, with no attempt to store them.
     """
-    key = _catalog_key()
-    catalog = cache.get(key)
+    try:
+        key = _catalog_key()
+        catalog = _cache_call("read", cache.get, key)
+    except _CacheDown:
+        return _catalog_rows()
     if catalog is None:
-        catalog = list(
-            Product.objects.order_by("sku").values("id", "sku", "name", "price", "stock", "version")
-        )
-        cache.set(key, catalog, CATALOG_CACHE_SECONDS)
+        catalog = _catalog_rows()
+        try:
+            _cache_call("store", cache.set, key, catalog, CATALOG_CACHE_SECONDS)
+        except _CacheDown:
+            pass  # served from the database all the same
     return catalog
 
 
 def catalog_invalidate() -> None:
-    """Run through transaction.on_commit: only a committed change invalidates."""
+    """Run through transaction.on_commit: only a committed change invalidates.
+
+    Never raises for a cache server that is down: the change has committed, and its page must
+    not answer 500 for it. The failure is logged (WARNING) and swallowed. The trade-off: if the
+    cache comes back still holding the old generation (a network cut, not a restart that emptied
+    it), the catalog cached under it is served until it expires, at most ``CATALOG_CACHE_SECONDS``
+    after it was stored; nothing older than that.
+    """
     try:
-        cache.incr(CATALOG_GENERATION_KEY)
-    except ValueError:
-        cache.set(CATALOG_GENERATION_KEY, 2, None)
+        try:
+            _cache_call("invalidate", cache.incr, CATALOG_GENERATION_KEY)
+        except ValueError:
+            _cache_call("invalidate", cache.set, CATALOG_GENERATION_KEY, 2, None)
+    except _CacheDown:
+        pass  # logged by _cache_call; bounded by CATALOG_CACHE_SECONDS, as above

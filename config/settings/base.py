@@ -276,5 +276,8 @@ LOGGING = {
     "loggers": {
         "dbops": {"handlers": ["console"], "level": env.str("DBOPS_LOG_LEVEL", default="WARNING")},
         "django": {"handlers": ["console"], "level": "WARNING"},
+        # The app's own warnings (orders.catalog: the cache server did not answer), with their
+        # request's id like every other line.
+        "orders": {"handlers": ["console"], "level": "WARNING"},
     },
 }
