@@ -156,7 +156,7 @@ def _cache_finding() -> Finding:
         "cache",
         ok,
         summary,
-        action="check the cache server and its CACHES entry; pages that need the cache fail meanwhile",
+        action="check the cache server and its CACHES entry; pages that read it without a fallback fail meanwhile",
     )
 
 
