@@ -2,12 +2,13 @@ import functools
 import logging
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
@@ -97,8 +98,13 @@ class LivenessMiddleware(SyncAndAsyncMiddleware):
 
     @staticmethod
     def _is_live(request) -> bool:
+        if request.method != "GET":
+            return False
+        # The URLconf of this request (a middleware may set request.urlconf), so a project that
+        # routes the health URLs differently per host, or not at all, is asked about its own.
+        live = _live_path(getattr(request, "urlconf", None) or settings.ROOT_URLCONF)
         # The URL pattern accepts it with or without the trailing slash (dbops/urls.py).
-        return request.method == "GET" and request.path_info.rstrip("/") == _live_path()
+        return live is not None and request.path_info.rstrip("/") == live
 
     @staticmethod
     def _live() -> HttpResponse:
@@ -107,9 +113,15 @@ class LivenessMiddleware(SyncAndAsyncMiddleware):
         return response
 
 
-@functools.cache
-def _live_path() -> str:
-    return reverse("health:live").rstrip("/")
+@functools.lru_cache(maxsize=32)
+def _live_path(urlconf: str) -> str | None:
+    """Where ``urlconf`` routes ``health:live``; None when it does not include dbops.urls (then
+    there is nothing to answer early, and every request goes on as if the middleware were not
+    there, instead of failing on a NoReverseMatch)."""
+    try:
+        return reverse("health:live", urlconf=urlconf).rstrip("/")
+    except NoReverseMatch:
+        return None
 
 
 class QueryCountMiddleware(SyncAndAsyncMiddleware):

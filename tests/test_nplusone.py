@@ -16,7 +16,7 @@ from django.urls import path
 from zeal import NPlusOneError, zeal_ignore
 
 from dbops.models import BackfillRun
-from orders.models import Order
+from orders.models import Order, PriceRaiseRun
 from tests.factories import customer_create, user_create
 from tests.helpers import ROOT, in_threads, run_command
 
@@ -82,6 +82,7 @@ def test_every_admin_page_loads_without_an_n_plus_one(client):
     run_command("seed_demo", accounts=6, customers=5, products=5, orders=12, verbosity=0)
     for n in range(3):
         BackfillRun.objects.create(target=f"orders.Customer.f{n}", options={}, status="done")
+        PriceRaiseRun.objects.create(percent=n + 1, batch_size=1000)
         Group.objects.create(name=f"group {n}")
         # The login throttle's records (django-axes), in the admin too.
         who = {"username": f"u{n}", "ip_address": f"10.0.0.{n}", "user_agent": "ua"}

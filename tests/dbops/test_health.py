@@ -5,6 +5,8 @@ import sys
 import pytest
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
+from django.http import HttpResponse
+from django.urls import path
 
 from devdb import embedded
 from tests.dbops_testapp.factories import person_create
@@ -213,3 +215,15 @@ def test_a_logged_in_persons_liveness_probe_touches_no_database(unreachable_data
     assert (response.status_code, response.content) == (200, b"ok\n")
     assert response["X-DB-Query-Count"] == "0"
     assert "no-store" in response["Cache-Control"]
+
+
+# A URLconf without dbops.urls (a project that routes no health endpoints, or not yet).
+urlpatterns = [path("page/", lambda request: HttpResponse("page"))]
+
+
+@pytest.mark.urls("tests.dbops.test_health")
+def test_a_project_that_routes_no_health_urls_still_serves_its_pages(client):
+    """The liveness middleware looks up where /health/live is routed: without dbops.urls in the
+    URLconf every request failed with NoReverseMatch (a 500 for every page)."""
+    assert client.get("/page/").content == b"page"
+    assert client.get("/health/live").status_code == 404
