@@ -88,9 +88,14 @@ class ServiceAdminMixin:
     other transactions kept its rows through every attempt (``ServiceTransactionFailed``),
     nothing was saved: the form comes back as sent, with a message that says so (HTTP 409)."""
 
+    # False: a new object is a plain save (no service), so the add form keeps Django's own
+    # transaction around the row, its related objects and the history entry.
+    service_adds = True
+
     @csrf_protect_m  # as Django's own changeform_view
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+        plain_add = object_id is None and not self.service_adds
+        if plain_add or request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
             return super().changeform_view(request, object_id, form_url, extra_context)
         try:
             return self._changeform_view(request, object_id, form_url, extra_context)
@@ -117,6 +122,7 @@ class OptimisticLockAdminMixin(ServiceAdminMixin):
 
     optimistic_fields: frozenset[str] = frozenset()
     conflict_errors: tuple[type[Exception], ...] = ()
+    service_adds = False  # a new row is a plain save (in the admin's transaction); changes are not
 
     def optimistic_update(self, obj, *, expected_version: int, changes: dict[str, Any]):
         raise NotImplementedError

@@ -8,7 +8,7 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_script_prefix, reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html, format_html_join
@@ -119,9 +119,16 @@ def _live_path(urlconf: str) -> str | None:
     there is nothing to answer early, and every request goes on as if the middleware were not
     there, instead of failing on a NoReverseMatch)."""
     try:
-        return reverse("health:live", urlconf=urlconf).rstrip("/")
+        path = reverse("health:live", urlconf=urlconf)
     except NoReverseMatch:
         return None
+    # reverse() puts the script prefix (SCRIPT_NAME: where a proxy mounts the site) in front;
+    # request.path_info, which this is compared with, never has it. Cut here, the cached value is
+    # the same whatever prefix the first request of the process came with.
+    prefix = get_script_prefix()
+    if path.startswith(prefix):
+        path = "/" + path[len(prefix) :]
+    return path.rstrip("/")
 
 
 class QueryCountMiddleware(SyncAndAsyncMiddleware):

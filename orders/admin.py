@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -28,6 +29,7 @@ from orders.models import (
     email_normalize,
 )
 from orders.money import order_money
+from orders.selectors import catalog_invalidate
 from orders.services import customer_create, customer_update, product_update
 
 
@@ -162,6 +164,12 @@ class ProductAdmin(InputCheckedAdminMixin, OptimisticLockAdminMixin, admin.Model
 
     def optimistic_update(self, obj, *, expected_version, changes):
         return product_update(product_id=obj.pk, expected_version=expected_version, **changes)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            # product_update invalidates the cached catalog for a change; a new product too.
+            transaction.on_commit(catalog_invalidate)
 
     def get_urls(self):
         # admin_view: staff only, CSRF-protected, never cached.

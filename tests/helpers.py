@@ -254,7 +254,7 @@ def database_proxy() -> Iterator[DatabaseProxy]:
 
 
 def wsgi_request(
-    path: str, method: str = "GET", *, headers: dict | None = None
+    path: str, method: str = "GET", *, headers: dict | None = None, script_name: str = ""
 ) -> tuple[int, dict, bytes]:
     """One request through Django's real WSGI handler, with the request_started/finished signals.
 
@@ -263,6 +263,7 @@ def wsgi_request(
     """
     environ = {
         "PATH_INFO": path,
+        "SCRIPT_NAME": script_name,  # the prefix a proxy mounts the site at, if any
         "REQUEST_METHOD": method,
         "wsgi.input": io.BytesIO(),
         "SERVER_NAME": "testserver",

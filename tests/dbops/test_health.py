@@ -217,6 +217,34 @@ def test_a_logged_in_persons_liveness_probe_touches_no_database(unreachable_data
     assert "no-store" in response["Cache-Control"]
 
 
+@pytest.fixture
+def script_prefix_restored():
+    from django.urls import set_script_prefix
+
+    yield
+    set_script_prefix("/")  # the WSGI handler set the request's; later tests reverse without it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_liveness_is_answered_early_for_a_site_served_under_a_path_prefix(
+    unreachable_database, script_prefix_restored
+):
+    """Behind a proxy that mounts the site at /shop (SCRIPT_NAME), reverse() puts the prefix in
+    front of /health/live, which the request's path_info does not have: the probe went down the
+    whole chain, to the session and the database. The first request of the process has it."""
+    from django.conf import settings
+
+    from dbops.middleware import _live_path
+
+    _live_path.cache_clear()
+    cookie = {"Cookie": "sessionid=" + "x" * 32}  # a session the database would be asked for
+    status, headers, body = wsgi_request("/health/live", headers=cookie, script_name="/shop")
+    assert (status, body) == (200, b"ok\n")
+    assert headers["X-DB-Query-Count"] == "0"
+    # What the middleware compares path_info with: without the prefix, whoever asked first.
+    assert _live_path(settings.ROOT_URLCONF) == "/health/live"
+
+
 # A URLconf without dbops.urls (a project that routes no health endpoints, or not yet).
 urlpatterns = [path("page/", lambda request: HttpResponse("page"))]
 

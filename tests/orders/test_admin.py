@@ -216,3 +216,19 @@ def test_saving_a_product_leaves_its_description_alone_when_it_was_not_edited(ad
     assert (product.name, product.description) == ("Renamed", "a\n\nb")
     change = LogEntry.objects.filter(object_id=str(product.pk)).latest("pk").get_change_message()
     assert "Description" not in change
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_product_added_in_the_admin_is_in_the_cached_catalog(admin_client):
+    """The admin's add form saves the row itself (no service); the cached catalog must not go on
+    serving the list from before it, and the row and its history entry commit together."""
+    from orders.selectors import product_catalog
+
+    assert product_catalog() == []  # cached, empty
+    response = admin_client.post(
+        "/admin/orders/product/add/",
+        {"sku": "ADM-1", "name": "Added", "price": "4.50", "stock": "3", "version": "1"},
+    )
+    assert response.status_code == 302, response.content[:500]
+    assert [row["sku"] for row in product_catalog()] == ["ADM-1"]
+    assert LogEntry.objects.filter(object_id=str(Product.objects.get(sku="ADM-1").pk)).count() == 1
