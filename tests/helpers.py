@@ -503,3 +503,19 @@ def row_locked(model, pk, *, release_on_retry: bool = False) -> Iterator[RowLock
         retry_log.setLevel(level)
         lock.release()
         holder.close()
+
+
+@contextlib.contextmanager
+def statements_run(alias: str = "default"):
+    """Every SQL statement Django sends on ``alias`` inside the block, in order, whitespace
+    collapsed (a list that fills as the block runs)."""
+    from django.db import connections
+
+    sql: list[str] = []
+
+    def record(execute, statement, params, many, context):
+        sql.append(" ".join(statement.split()))
+        return execute(statement, params, many, context)
+
+    with connections[alias].execute_wrapper(record):
+        yield sql

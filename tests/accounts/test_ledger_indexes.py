@@ -12,6 +12,7 @@ from dbops import catalog as dbops_catalog
 from dbops.partitioning import catalog
 from dbops.partitioning import operations as ops
 from dbops.partitioning.indexes import child_index_name
+from tests.helpers import statements_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,14 +38,8 @@ def test_index_on_partitions_builds_each_concurrently_attaches_it_and_resumes():
     first = child_index_name(parts[0].name, LEDGER_INDEX.name)
     sql(f"CREATE INDEX {first} ON {parts[0].name} (account_id, created_at)")
     sql(f"ALTER INDEX test_ledger_account_time ATTACH PARTITION {first}")
-    statements = []
-
-    def record(execute, statement, params, many, context):
-        statements.append(" ".join(statement.split()))
-        return execute(statement, params, many, context)
-
     try:
-        with connection.execute_wrapper(record), connection.schema_editor(atomic=False) as editor:
+        with statements_run() as statements, connection.schema_editor(atomic=False) as editor:
             op.database_forwards("accounts", editor, state_before, state_after)
         builds = [s for s in statements if s.startswith("CREATE INDEX")]
         assert len(builds) == len(parts) - 1

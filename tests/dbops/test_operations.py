@@ -42,7 +42,7 @@ from dbops.operations import (
 )
 from tests.dbops_testapp.factories import parent_create
 from tests.dbops_testapp.models import Parent
-from tests.helpers import raw_connection, timeouts_seen
+from tests.helpers import raw_connection, statements_run, timeouts_seen
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,19 +68,6 @@ def no_leftover_schema():
         cursor.execute(
             'CREATE INDEX CONCURRENTLY IF NOT EXISTS "parent_region" ON dbops_testapp_parent (region)'
         )
-
-
-@contextmanager
-def statements_run():
-    """Every SQL statement Django sends inside the block, in order."""
-    sql = []
-
-    def record(execute, statement, params, many, context):
-        sql.append(" ".join(statement.split()))
-        return execute(statement, params, many, context)
-
-    with connection.execute_wrapper(record):
-        yield sql
 
 
 def current_state():

@@ -25,7 +25,7 @@ from dbops.partitioning.copy import CopyOptions, history_copy
 from dbops.partitioning.indexes import child_index_name
 from dbops.partitioning.ranges import Interval, name_for, partition_name
 from tests.dbops_testapp.factories import parent_create
-from tests.helpers import raw_connection
+from tests.helpers import raw_connection, statements_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -409,14 +409,8 @@ def test_index_on_partitions_builds_each_concurrently_attaches_it_and_resumes(ev
     first = child_index_name(parts[0].name, EVENT_INDEX.name)
     sql(f"CREATE INDEX {first} ON {parts[0].name} (parent_id, happened_at)")
     sql(f"ALTER INDEX test_tpart_parent_time ATTACH PARTITION {first}")
-    statements = []
-
-    def record(execute, statement, params, many, context):
-        statements.append(" ".join(statement.split()))
-        return execute(statement, params, many, context)
-
     try:
-        with connection.execute_wrapper(record), connection.schema_editor(atomic=False) as editor:
+        with statements_run() as statements, connection.schema_editor(atomic=False) as editor:
             op.database_forwards("dbops_testapp", editor, state_before, state_after)
         builds = [s for s in statements if s.startswith("CREATE INDEX")]
         assert len(builds) == len(parts) - 1

@@ -192,17 +192,11 @@ def test_customer_update_keeps_the_normalized_email_in_step():
 def test_a_replay_with_the_same_key_writes_nothing_at_all(shop):
     """A replay answers from the first order: no INSERT (that would meet the unique index and
     depend on the error path), no UPDATE of stock, nothing."""
-    from django.db import connection
+    from tests.helpers import statements_run
 
     customer, a, _ = shop
     first = order_place(customer_id=customer.pk, lines=[(a.pk, 2)], idempotency_key="k-1")
-    statements = []
-
-    def record(execute, sql, params, many, context):
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(record):
+    with statements_run() as statements:
         again = order_place(customer_id=customer.pk, lines=[(a.pk, 2)], idempotency_key="k-1")
     assert again.pk == first.pk
     writes = [
